@@ -1,0 +1,20 @@
+//! Nix's own formats, written from the specification (the crate registry's
+//! `nix-compat` is an empty placeholder): store paths and nixbase32, SHA-256
+//! hash forms, the NAR archive format and a client of the daemon worker
+//! protocol. No SSH, no CLI: transports are anything `AsyncRead + AsyncWrite`.
+//!
+//! Where each piece lives:
+//! - [`base32`], [`hash`], [`store_path`]: names and digests;
+//! - [`nar`]: streaming encoder, validating decoder, safe unpacker;
+//! - [`wire`]: the protocol's primitives (u64s, padded strings, framed streams);
+//! - [`daemon`]: handshake, STDERR loop, operations and local transports.
+
+pub mod base32;
+pub mod daemon;
+pub mod hash;
+pub mod nar;
+pub mod store_path;
+pub mod wire;
+
+pub use hash::Sha256Hash;
+pub use store_path::StorePath;

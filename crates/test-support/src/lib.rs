@@ -1,0 +1,183 @@
+//! Helpers shared by the integration tests and benchmarks: the real Nix
+//! versions we test against (`tests/peers/*`), throwaway stores under `/tmp`
+//! and fixture closures built with `nix-build` from `tests/fixtures/`.
+//! Test code only: these helpers panic with a clear message instead of
+//! returning errors.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/test-support has two parents")
+        .to_path_buf()
+}
+
+/// Whether we run under CI, where a missing peer is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1")
+}
+
+/// A real Nix installation to test against: a wrapper script in
+/// `tests/peers/` that runs a Nix command with that version. Paths under
+/// `/tmp` mean the same inside every peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The peer's name, e.g. `nix-2.8`.
+    pub name: String,
+    wrapper: PathBuf,
+}
+
+/// Every peer whose Nix runs on this machine. Outside CI a peer that is not
+/// set up is skipped with a message; under CI it panics.
+pub fn peers() -> Vec<Peer> {
+    let dir = repo_root().join("tests/peers");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for wrapper in names {
+        let name = wrapper.file_name().unwrap().to_string_lossy().into_owned();
+        let peer = Peer { name, wrapper };
+        match peer.command("nix-store").arg("--version").output() {
+            Ok(o) if o.status.success() => out.push(peer),
+            other => {
+                let msg = format!(
+                    "peer {} is not usable ({other:?}): run scripts/setup-test-machine",
+                    peer.name
+                );
+                assert!(!in_ci(), "{msg}");
+                eprintln!("skipping {msg}");
+            }
+        }
+    }
+    out
+}
+
+impl Peer {
+    /// A command running `program` with this peer's Nix.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(&self.wrapper);
+        c.arg(program);
+        c
+    }
+
+    /// The same as [`Peer::command`], for tokio.
+    pub fn tokio_command(&self, program: &str) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.wrapper);
+        c.arg(program);
+        c
+    }
+}
+
+/// Runs a command, panicking with its stderr if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out: Output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// An empty chroot store in a temporary directory under `/tmp`, removed on drop.
+pub struct TempStore {
+    dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    /// Creates an empty store directory.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("nix-deploy-store-")
+            .tempdir_in("/tmp")
+            .expect("temp dir in /tmp");
+        Self { dir }
+    }
+
+    /// The store's root: its store lives at `<root>/nix/store`.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `nix-daemon --stdio` serving this store, run by `peer`.
+    pub fn daemon_command(&self, peer: &Peer) -> tokio::process::Command {
+        let mut c = peer.tokio_command("nix-daemon");
+        c.arg("--stdio").arg("--store").arg(self.root());
+        c
+    }
+
+    /// Runs `nix-store --verify --check-contents` with `peer` on this store,
+    /// returning its combined output; panics if it fails or reports damage.
+    pub fn verify(&self, peer: &Peer) -> String {
+        let out = peer
+            .command("nix-store")
+            .arg("--store")
+            .arg(self.root())
+            .args(["--verify", "--check-contents"])
+            .output()
+            .expect("spawn nix-store --verify");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success() && !text.contains("modified") && !text.contains("error"),
+            "nix-store --verify --check-contents failed on {} with {}: {text}",
+            self.root().display(),
+            peer.name
+        );
+        text
+    }
+
+    /// The closure of `path` in this store, as `nix-store -qR` prints it.
+    pub fn closure(&self, peer: &Peer, path: &str) -> BTreeSet<String> {
+        lines(&run(peer
+            .command("nix-store")
+            .arg("--store")
+            .arg(self.root())
+            .args(["-qR", path])))
+    }
+}
+
+impl Default for TempStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lines(text: &str) -> BTreeSet<String> {
+    text.lines().map(str::to_owned).collect()
+}
+
+/// A closure built in the local store from `tests/fixtures/closure.nix`.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// The root path; its closure is `n + 1` paths.
+    pub root: String,
+    /// Every path of the closure (`nix-store -qR root`), sorted.
+    pub closure: BTreeSet<String>,
+}
+
+/// Builds (or finds, when already built) the fixture closure of `n` paths
+/// plus a root, with file contents of `kib` KiB each; `seed` picks a
+/// disjoint family of paths.
+pub fn fixture_closure(n: usize, seed: &str, kib: usize) -> Fixture {
+    let expr = repo_root().join("tests/fixtures/closure.nix");
+    let root = run(Command::new("nix-build")
+        .arg(&expr)
+        .args(["--no-out-link", "--arg", "n", &n.to_string()])
+        .args(["--argstr", "seed", seed, "--arg", "kib", &kib.to_string()]))
+    .trim()
+    .to_owned();
+    let closure = lines(&run(Command::new("nix-store").args(["-qR", &root])));
+    Fixture { root, closure }
+}

@@ -1,0 +1,5 @@
+# Packages every node gets: a plain list, shared by the host profiles.
+{ pkgs }:
+[
+  pkgs.htop
+]

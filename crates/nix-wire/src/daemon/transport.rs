@@ -119,9 +119,9 @@ impl StdioTransport {
         &mut self.child
     }
 
-    /// Called at EOF on stdout: waits (briefly) for stderr to close, then
-    /// yields an error describing how the child ended.
-    fn poll_eof_error(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    /// Called at EOF on stdout or a broken stdin: waits (briefly) for
+    /// stderr to close, then yields an error describing how the child ended.
+    fn poll_death_error(&mut self, cx: &mut Context<'_>, kind: io::ErrorKind) -> Poll<io::Error> {
         if let Some(task) = self.stderr_task.as_mut() {
             let grace = self
                 .grace
@@ -133,13 +133,13 @@ impl StdioTransport {
         }
         let status = match self.child.try_wait() {
             Ok(Some(s)) => s.to_string(),
-            _ => "still running".to_owned(),
+            _ => "exit status not yet known".to_owned(),
         };
         let text = self.stderr_output();
         Poll::Ready(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
+            kind,
             format!(
-                "the daemon process closed its output ({status}); its stderr: {:?}",
+                "the daemon process closed its end of the pipe ({status}); its stderr: {:?}",
                 text.trim_end()
             ),
         ))
@@ -155,7 +155,9 @@ impl AsyncRead for StdioTransport {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.stdout).poll_read(cx, buf))?;
         if buf.filled().len() == before && buf.remaining() > 0 {
-            return self.poll_eof_error(cx).map(Err);
+            return self
+                .poll_death_error(cx, io::ErrorKind::UnexpectedEof)
+                .map(Err);
         }
         Poll::Ready(Ok(()))
     }
@@ -167,11 +169,21 @@ impl AsyncWrite for StdioTransport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stdin).poll_write(cx, buf)
+        match ready!(Pin::new(&mut self.stdin).poll_write(cx, buf)) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.poll_death_error(cx, e.kind()).map(Err)
+            }
+            res => Poll::Ready(res),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_flush(cx)
+        match ready!(Pin::new(&mut self.stdin).poll_flush(cx)) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.poll_death_error(cx, e.kind()).map(Err)
+            }
+            res => Poll::Ready(res),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -124,3 +124,71 @@ pub fn closure() -> &'static Closure {
         .expect("fixture thread")
     })
 }
+
+/// Builds the bytes a fake daemon sends.
+#[derive(Default, Clone)]
+pub struct Script(pub Vec<u8>);
+
+impl Script {
+    /// Appends a u64.
+    pub fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Appends a padded string.
+    pub fn str(mut self, s: &str) -> Self {
+        self.0.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+        self.0.resize(self.0.len().div_ceil(8) * 8, 0);
+        self
+    }
+
+    /// Appends raw bytes.
+    pub fn raw(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+
+    /// STDERR_LAST.
+    pub fn last(self) -> Self {
+        self.u64(0x616c_7473)
+    }
+
+    /// A Nix 2.8 handshake (1.34, "2.8.0", LAST).
+    pub fn handshake_2_8() -> Self {
+        Self::default()
+            .u64(0x6478_696f)
+            .u64(0x122)
+            .str("2.8.0")
+            .last()
+    }
+
+    /// A Nix 2.3 handshake (1.21, LAST).
+    pub fn handshake_2_3() -> Self {
+        Self::default().u64(0x6478_696f).u64(0x115).last()
+    }
+}
+
+/// A fake daemon: sends `script` (then EOF), and swallows what the client writes.
+pub fn fake_daemon(script: Script) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (mut rd, mut wr) = tokio::io::split(server);
+    tokio::spawn(async move {
+        let _ = wr.write_all(&script.0).await;
+        let _ = wr.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(1..) = rd.read(&mut buf).await {}
+    });
+    client
+}
+
+/// A client connected to a fake daemon answering with `script`.
+pub async fn fake_client(
+    script: Script,
+) -> Result<DaemonClient<tokio::io::DuplexStream>, nix_wire::daemon::Error> {
+    DaemonClient::connect(fake_daemon(script), ClientConfig::default()).await
+}

@@ -70,3 +70,33 @@ async fn every_version_against_every_peer() {
         }
     }
 }
+
+#[tokio::test]
+async fn feature_exchange_at_1_38() {
+    for peer in peers() {
+        let store = TempStore::new();
+        let t = nix_wire::daemon::spawn_stdio(store.daemon_command(&peer)).unwrap();
+        let config = nix_wire::daemon::ClientConfig {
+            features: vec!["no-such-feature".into()],
+            ..Default::default()
+        };
+        let c = nix_wire::daemon::DaemonClient::connect(t, config)
+            .await
+            .unwrap();
+        // Neither 2.8 (no exchange) nor 2.26 (empty set) offers it.
+        assert!(c.features().is_empty(), "{}", peer.name);
+    }
+}
+
+#[tokio::test]
+async fn client_versions_outside_the_range_are_refused() {
+    for minor in [20, 39] {
+        let config = common::config(minor);
+        let stream = common::fake_daemon(common::Script::handshake_2_8());
+        let e = nix_wire::daemon::DaemonClient::connect(stream, config)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("outside the supported range"), "{e}");
+    }
+}

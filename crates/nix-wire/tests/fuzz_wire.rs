@@ -151,7 +151,7 @@ async fn exercise(bytes: Vec<u8>, minor: u8) {
     let _ = c.is_valid_path(&p).await;
     let _ = c.query_path_info(&p).await;
     let _ = c.query_valid_paths([&p], true).await;
-    let _ = c.query_missing(&[p.clone()]).await;
+    let _ = c.query_missing(std::slice::from_ref(&p)).await;
     let _ = c.nar_from_valid_path(&p, 120, None, &mut Vec::new()).await;
     let _ = c.add_to_store_nar(&info, &nar[..], false, true).await;
     let _ = c

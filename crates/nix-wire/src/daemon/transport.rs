@@ -40,13 +40,18 @@ pub async fn connect_socket(path: Option<&Path>) -> Result<UnixStream, Error> {
     let socket = path.map_or_else(default_socket_path, Path::to_path_buf);
     UnixStream::connect(&socket)
         .await
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::PermissionDenied => Error::PermissionDenied { socket },
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                Error::NoDaemon { socket, reason: e }
-            }
-            _ => Error::Connect { socket, source: e },
-        })
+        .map_err(|e| connect_error(socket, e))
+}
+
+/// Turns a failed connect into an error that says what to do.
+fn connect_error(socket: PathBuf, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied { socket },
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            Error::NoDaemon { socket, reason: e }
+        }
+        _ => Error::Connect { socket, source: e },
+    }
 }
 
 /// A spawned daemon speaking the protocol on its stdin/stdout. Its stderr
@@ -257,5 +262,26 @@ impl AsyncWrite for LocalTransport {
             LocalTransport::Socket(s) => Pin::new(s).poll_shutdown(cx),
             LocalTransport::Stdio(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_say_what_to_do() {
+        let denied = connect_error(
+            DEFAULT_SOCKET.into(),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert!(denied.to_string().contains("group nix-users"), "{denied}");
+        let refused = connect_error(
+            DEFAULT_SOCKET.into(),
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+        );
+        assert!(refused
+            .to_string()
+            .contains("no Nix daemon at /nix/var/nix/daemon-socket/socket"));
     }
 }

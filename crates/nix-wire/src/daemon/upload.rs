@@ -9,8 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::wire::{self, FramedSink, WireError};
 
-use super::client::{op, DaemonClient};
+use super::client::DaemonClient;
 use super::error::{Error, WireContext};
+use super::ops::op;
 use super::path_info::PathInfo;
 use super::stderr::{read_stderr, StderrEnd};
 

@@ -192,7 +192,8 @@ async fn old_style_errors_are_surfaced_without_ansi() {
     let d = e.daemon_error().expect("daemon error");
     assert_eq!(d.exit_status, Some(1));
     assert!(d.raw_message.contains('\x1b'));
-    assert_eq!(d.to_string(), "error: path '/nix/store/x' is not valid");
+    assert_eq!(d.to_string(), "path '/nix/store/x' is not valid");
+    assert!(d.message().starts_with("error: "));
     assert!(!e.to_string().contains('\x1b'));
 }
 
@@ -318,7 +319,10 @@ async fn a_dying_daemon_process_reports_its_stderr() {
         .err()
         .unwrap();
     let text = e.to_string();
-    assert!(text.contains("cannot open store"), "{text}");
+    assert!(
+        text.contains("cannot open store") && text.contains("exit status: 3"),
+        "{text}"
+    );
 }
 
 // ---- real daemons -------------------------------------------------------

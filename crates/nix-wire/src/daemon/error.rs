@@ -35,7 +35,10 @@ impl DaemonError {
 
 impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message().trim_end())?;
+        let message = self.message();
+        // Old daemons prefix the message with "error: "; we say that already.
+        let message = message.strip_prefix("error: ").unwrap_or(&message);
+        write!(f, "{}", message.trim_end())?;
         for t in self.traces() {
             write!(f, "\n  … {}", t.trim_end())?;
         }

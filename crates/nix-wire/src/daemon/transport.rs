@@ -64,6 +64,7 @@ pub struct StdioTransport {
     stderr_text: Arc<Mutex<Vec<u8>>>,
     stderr_task: Option<JoinHandle<()>>,
     grace: Option<Pin<Box<Sleep>>>,
+    tick: Option<Pin<Box<Sleep>>>,
 }
 
 /// Spawns `command` (e.g. `nix-daemon --stdio`) with piped stdio.
@@ -107,6 +108,7 @@ pub fn spawn_stdio(mut command: Command) -> Result<StdioTransport, Error> {
         stderr_text,
         stderr_task: Some(stderr_task),
         grace: None,
+        tick: None,
     })
 }
 
@@ -127,18 +129,29 @@ impl StdioTransport {
     /// Called at EOF on stdout or a broken stdin: waits (briefly) for
     /// stderr to close, then yields an error describing how the child ended.
     fn poll_death_error(&mut self, cx: &mut Context<'_>, kind: io::ErrorKind) -> Poll<io::Error> {
+        let grace = self
+            .grace
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(STDERR_GRACE)));
+        let expired = grace.as_mut().poll(cx).is_ready();
         if let Some(task) = self.stderr_task.as_mut() {
-            let grace = self
-                .grace
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(STDERR_GRACE)));
-            if Pin::new(task).poll(cx).is_pending() && grace.as_mut().poll(cx).is_pending() {
+            if Pin::new(task).poll(cx).is_pending() && !expired {
                 return Poll::Pending;
             }
             self.stderr_task = None;
         }
         let status = match self.child.try_wait() {
             Ok(Some(s)) => s.to_string(),
-            _ => "exit status not yet known".to_owned(),
+            Ok(None) if !expired => {
+                // Pipes closed but the child is not reaped yet: look again shortly.
+                let tick = self
+                    .tick
+                    .insert(Box::pin(tokio::time::sleep(Duration::from_millis(5))));
+                if tick.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                "still running".to_owned()
+            }
+            _ => "still running".to_owned(),
         };
         let text = self.stderr_output();
         Poll::Ready(io::Error::new(

@@ -116,3 +116,48 @@ async fn add_multiple_to_store_1_32() {
 async fn add_multiple_to_store_latest() {
     upload(Mode::Multiple, 38).await;
 }
+
+/// A NAR source that counts when it is opened and when it reaches EOF.
+struct Counted<'a> {
+    data: &'a [u8],
+    finished: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl tokio::io::AsyncRead for Counted<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.data.is_empty() {
+            self.finished
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        std::pin::Pin::new(&mut self.data).poll_read(cx, buf)
+    }
+}
+
+#[tokio::test]
+async fn add_multiple_opens_sources_lazily() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cl = common::closure();
+    let finished = AtomicUsize::new(0);
+    for peer in peers() {
+        let store = TempStore::new();
+        let mut c = common::store_client(&store, &peer, 38).await;
+        let mut opened = 0;
+        finished.store(0, Ordering::SeqCst);
+        let items = cl.nars.iter().map(|(info, nar)| {
+            // Every earlier source was read to its end before this one opens.
+            assert!(finished.load(Ordering::SeqCst) >= opened, "{}", peer.name);
+            opened += 1;
+            let src = Counted {
+                data: &nar[..],
+                finished: &finished,
+            };
+            (info.clone(), src)
+        });
+        c.add_multiple_to_store(items, false, true).await.unwrap();
+        assert!(finished.load(Ordering::SeqCst) >= cl.nars.len());
+    }
+}

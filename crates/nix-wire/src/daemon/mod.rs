@@ -4,6 +4,21 @@
 //! ([`client`], [`ops`], [`upload`]), settings ([`options`]) and local transports
 //! ([`transport`]). The library never prints: daemon log output goes to an
 //! optional event channel and to `tracing` at debug level.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nix_wire::daemon::Error> {
+//! use nix_wire::daemon::{connect_local, ClientConfig, DaemonClient};
+//! use nix_wire::StorePath;
+//!
+//! let mut client = DaemonClient::connect(connect_local().await?, ClientConfig::default()).await?;
+//! let path = StorePath::parse("/nix/store/g7lkiv5g5vdwr6vb5vpsmi573bs288bk-hello1").unwrap();
+//! if let Some(info) = client.query_path_info(&path).await? {
+//!     let mut nar = Vec::new();
+//!     client.nar_from_path(&info.path, &mut nar).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod client;
 pub mod error;

@@ -161,3 +161,40 @@ async fn add_multiple_opens_sources_lazily() {
         assert!(finished.load(Ordering::SeqCst) >= cl.nars.len());
     }
 }
+
+/// The deploy pipeline without buffering whole NARs: a task streams each
+/// NAR from the local daemon into a pipe whose reading end the upload's
+/// iterator hands out as it advances.
+#[tokio::test]
+async fn stream_closure_from_local_daemon_to_each_peer() {
+    let cl = common::closure();
+    for peer in peers() {
+        let store = TempStore::new();
+        let mut dst = common::store_client(&store, &peer, 38).await;
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(usize, tokio::io::DuplexStream)>();
+        let producer = tokio::spawn(async move {
+            let mut src = common::local_stdio(38).await;
+            while let Some((i, mut w)) = rx.recv().await {
+                let info = &cl.nars[i].0;
+                src.nar_from_valid_path(&info.path, info.nar_size, Some(info.nar_hash), &mut w)
+                    .await
+                    .unwrap();
+                // Dropping the writer ends the source exactly at narSize.
+            }
+        });
+        let items = cl.nars.iter().enumerate().map(|(i, (info, _))| {
+            let (w, r) = tokio::io::duplex(64 * 1024);
+            tx.send((i, w)).unwrap();
+            (info.clone(), r)
+        });
+        let t0 = Instant::now();
+        dst.add_multiple_to_store(items, false, true).await.unwrap();
+        drop(tx);
+        producer.await.unwrap();
+        eprintln!("{}: streamed 301 paths in {:?}", peer.name, t0.elapsed());
+        drop(dst);
+        store.verify(&peer);
+        assert_eq!(store.closure(&peer, &cl.root), cl.paths);
+    }
+}

@@ -161,6 +161,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
     /// AddToStoreNar: imports one path from its NAR (exactly `info.nar_size`
     /// bytes from `nar`). `dont_check_sigs` is honoured for trusted users
     /// only. References must already be valid on the daemon.
+    ///
+    /// `nar` must reach end-of-file right after `nar_size` bytes (for a pipe:
+    /// drop its writer): the last bytes are only sent once that is checked,
+    /// so a source of the wrong length yields [`Error::NarSizeMismatch`]
+    /// and nothing is imported, the connection staying usable.
     pub async fn add_to_store_nar<R>(
         &mut self,
         info: &PathInfo,

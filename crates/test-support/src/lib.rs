@@ -181,3 +181,49 @@ pub fn fixture_closure(n: usize, seed: &str, kib: usize) -> Fixture {
     let closure = lines(&run(Command::new("nix-store").args(["-qR", &root])));
     Fixture { root, closure }
 }
+
+/// A socket daemon (`nix-daemon`, this machine's Nix) serving the local
+/// store on a private socket path (`NIX_DAEMON_SOCKET_PATH`), so tests do
+/// not depend on a system daemon. Killed on drop.
+pub struct SocketDaemon {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl SocketDaemon {
+    /// Starts the daemon and waits (up to 10 s) until its socket exists.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("nix-deploy-socket-")
+            .tempdir_in("/tmp")
+            .expect("temp dir in /tmp");
+        let socket = dir.path().join("socket");
+        let child = Command::new("nix-daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn nix-daemon");
+        let daemon = Self { child, dir };
+        for _ in 0..200 {
+            if socket.exists() {
+                return daemon;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nix-daemon did not create {}", socket.display());
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("socket")
+    }
+}
+
+impl Drop for SocketDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

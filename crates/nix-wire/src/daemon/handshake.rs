@@ -1,0 +1,205 @@
+//! Protocol versions and the connection handshake (reference §2.2–§2.5).
+
+use std::fmt;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::wire::{self, MAX_SHORT_STRING};
+
+use super::error::{Error, WireContext};
+use super::stderr::{self, DaemonEvent, StderrEnd};
+
+/// Magic number the client sends first.
+pub const WORKER_MAGIC_1: u64 = 0x6e69_7863;
+/// Magic number the daemon answers with.
+pub const WORKER_MAGIC_2: u64 = 0x6478_696f;
+
+/// A worker protocol version, `major.minor` (major is always 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProtocolVersion {
+    /// Major version (1).
+    pub major: u8,
+    /// Minor version.
+    pub minor: u8,
+}
+
+impl ProtocolVersion {
+    /// Oldest daemon version this client talks to (Nix 2.3).
+    pub const MIN_SUPPORTED: Self = Self::new(1, 21);
+    /// Newest version this client knows (Nix ≥ 2.24).
+    pub const LATEST: Self = Self::new(1, 38);
+
+    /// Builds a version.
+    pub const fn new(major: u8, minor: u8) -> Self {
+        Self { major, minor }
+    }
+
+    /// Decodes the wire form `(major << 8) | minor`; `None` if it does not fit.
+    pub fn from_wire(v: u64) -> Option<Self> {
+        let major = u8::try_from(v >> 8).ok()?;
+        Some(Self::new(major, (v & 0xff) as u8))
+    }
+
+    /// The wire form `(major << 8) | minor`.
+    pub fn to_wire(self) -> u64 {
+        (u64::from(self.major) << 8) | u64::from(self.minor)
+    }
+
+    /// Whether this version is at least `1.minor`.
+    pub fn at_least(self, minor: u8) -> bool {
+        self >= Self::new(1, minor)
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// What the daemon says about our trust (protocol ≥ 1.35).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The daemon did not say (word 0).
+    Unknown,
+    /// We are a trusted user.
+    Trusted,
+    /// We are not trusted.
+    NotTrusted,
+}
+
+/// How the client introduces itself.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Highest protocol version to advertise (1.21 … 1.38).
+    pub max_version: ProtocolVersion,
+    /// Feature names offered when the negotiated version is ≥ 1.38.
+    pub features: Vec<String>,
+    /// Where daemon log messages and activities go, if anywhere.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<DaemonEvent>>,
+}
+
+impl Default for ClientConfig {
+    /// Advertises 1.38 with an empty feature list and no event sink.
+    fn default() -> Self {
+        Self {
+            max_version: ProtocolVersion::LATEST,
+            features: Vec::new(),
+            events: None,
+        }
+    }
+}
+
+/// What the handshake established.
+#[derive(Debug, Clone)]
+pub(crate) struct Negotiated {
+    pub version: ProtocolVersion,
+    pub daemon_version: ProtocolVersion,
+    pub nix_version: Option<String>,
+    pub trust: Option<Trust>,
+    pub features: Vec<String>,
+}
+
+const OP: &str = "handshake";
+
+/// Runs the handshake of §2.3 on a fresh stream.
+pub(crate) async fn handshake<S>(s: &mut S, config: &ClientConfig) -> Result<Negotiated, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let client = config.max_version;
+    if client < ProtocolVersion::MIN_SUPPORTED || client > ProtocolVersion::LATEST {
+        return Err(Error::InvalidRequest(format!(
+            "client protocol version {client} is outside the supported range {} … {}",
+            ProtocolVersion::MIN_SUPPORTED,
+            ProtocolVersion::LATEST
+        )));
+    }
+    wire::write_u64(s, WORKER_MAGIC_1).await.during(OP)?;
+    s.flush()
+        .await
+        .map_err(wire::WireError::from_io)
+        .during(OP)?;
+    let magic = wire::read_u64(s).await.during(OP)?;
+    if magic != WORKER_MAGIC_2 {
+        return Err(Error::protocol(
+            OP,
+            format!(
+                "expected the daemon's magic number 0x{WORKER_MAGIC_2:x}, got 0x{magic:x} ({:?}); \
+                 is something (a login shell rc file?) printing to the daemon's stdout?",
+                String::from_utf8_lossy(&magic.to_le_bytes())
+            ),
+        ));
+    }
+    let raw = wire::read_u64(s).await.during(OP)?;
+    let daemon = ProtocolVersion::from_wire(raw)
+        .filter(|v| v.major == 1)
+        .ok_or_else(|| {
+            Error::protocol(
+                OP,
+                format!("daemon protocol version 0x{raw:x} has a major version other than 1"),
+            )
+        })?;
+    if daemon < ProtocolVersion::MIN_SUPPORTED {
+        return Err(Error::VersionTooOld(daemon));
+    }
+    let version = daemon.min(client);
+    wire::write_u64(s, client.to_wire()).await.during(OP)?;
+    let mut features = Vec::new();
+    if version.at_least(38) {
+        wire::write_strings(s, &config.features).await.during(OP)?;
+        s.flush()
+            .await
+            .map_err(wire::WireError::from_io)
+            .during(OP)?;
+        let theirs = wire::read_strings(s, 1024, MAX_SHORT_STRING, "feature name")
+            .await
+            .during(OP)?;
+        features = theirs
+            .into_iter()
+            .filter(|f| config.features.contains(f))
+            .collect();
+    }
+    wire::write_u64(s, 0).await.during(OP)?; // CPU affinity: none
+    wire::write_u64(s, 0).await.during(OP)?; // reserveSpace (obsolete)
+    s.flush()
+        .await
+        .map_err(wire::WireError::from_io)
+        .during(OP)?;
+    let nix_version = if version.at_least(33) {
+        Some(
+            wire::read_string(s, MAX_SHORT_STRING, "daemon Nix version")
+                .await
+                .during(OP)?,
+        )
+    } else {
+        None
+    };
+    let trust = if version.at_least(35) {
+        Some(match wire::read_u64(s).await.during(OP)? {
+            0 => Trust::Unknown,
+            1 => Trust::Trusted,
+            2 => Trust::NotTrusted,
+            t => return Err(Error::protocol(OP, format!("unknown trust word {t}"))),
+        })
+    } else {
+        None
+    };
+    match stderr::read_stderr(s, version, config.events.as_ref(), OP).await? {
+        StderrEnd::Last => {}
+        StderrEnd::Read(_) => {
+            return Err(Error::protocol(
+                OP,
+                "daemon asked for data (STDERR_READ) during the handshake",
+            ))
+        }
+    }
+    tracing::debug!(%version, %daemon, ?nix_version, ?trust, "connected to the Nix daemon");
+    Ok(Negotiated {
+        version,
+        daemon_version: daemon,
+        nix_version,
+        trust,
+        features,
+    })
+}

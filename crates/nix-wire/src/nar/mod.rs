@@ -42,3 +42,6 @@ pub(crate) const MAGIC: &[u8] = b"nix-archive-1";
 pub(crate) fn padding(len: u64) -> usize {
     ((8 - len % 8) % 8) as usize
 }
+
+#[cfg(test)]
+mod tests;

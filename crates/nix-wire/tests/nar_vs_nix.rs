@@ -132,13 +132,21 @@ fn sockets_and_fifos_are_refused_with_their_path() {
     assert!(err.contains("socket"), "{err}");
 
     let fifo = tmp.path().join("fifo");
-    let ok = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(ok.success());
     let err = nar::hash_path(&fifo).unwrap_err().to_string();
     assert!(err.contains("fifo") && err.contains("FIFO"), "{err}");
 
-    let err = nar::hash_path(std::path::Path::new("/dev/null")).unwrap_err().to_string();
-    assert!(err.contains("/dev/null") && err.contains("character device"), "{err}");
+    let err = nar::hash_path(std::path::Path::new("/dev/null"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/dev/null") && err.contains("character device"),
+        "{err}"
+    );
 }
 
 #[test]

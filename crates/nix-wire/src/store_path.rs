@@ -196,7 +196,7 @@ mod tests {
             format!("/nix/store/{h}"),
             format!("/nix/store/{h}-"),
             format!("/nix/store/{h}_x"),
-            format!("/nix/store/e7lkiv5g5vdwr6vb5vpsmi573bs288bk-x"),
+            "/nix/store/e7lkiv5g5vdwr6vb5vpsmi573bs288bk-x".to_string(),
             format!("/nix/store/{h}-a/b"),
             format!("/nix/store/{h}-a b"),
             format!("/nix/store/{h}-.."),

@@ -138,7 +138,8 @@ impl<R: Read> NarReader<R> {
     }
 
     /// The next node, or `None` after the end of the NAR. Skips the rest of
-    /// the current file's contents if they were not read.
+    /// the current file's contents if they were not read. After an error the
+    /// reader's position is unspecified: stop using it.
     // Not `Iterator::next`: the end is `Ok(None)` and errors are final.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Event>, NarError> {

@@ -6,7 +6,7 @@
 //! - [`async_reader`]: the encoder behind a `tokio::io::AsyncRead`
 //!   ([`encode_async`]);
 //! - [`decode`]: validating pull parser ([`NarReader`], [`validate`]);
-//! - [`unpack`]: safe unpacker into a fresh directory ([`unpack()`]);
+//! - [`mod@unpack`]: safe unpacker into a fresh directory ([`unpack()`]);
 //! - [`error`]: the one error type, [`NarError`].
 //!
 //! Every producer and consumer here reports [`NarStats`]: the NAR's size and

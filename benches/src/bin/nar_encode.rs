@@ -5,7 +5,7 @@
 //! alternate between the two after a warm-up pass that fills the page cache;
 //! every run must produce the same hash. Prints medians and the ratio.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(tree: &PathBuf, runs: usize) -> Result<(), String> {
+fn bench(tree: &Path, runs: usize) -> Result<(), String> {
     eprintln!("warming the page cache with {} …", tree.display());
     let warm = ours(tree)?.0;
     let size = warm.size;
@@ -76,13 +76,13 @@ fn bench(tree: &PathBuf, runs: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn ours(tree: &PathBuf) -> Result<(nix_wire::nar::NarStats, Duration), String> {
+fn ours(tree: &Path) -> Result<(nix_wire::nar::NarStats, Duration), String> {
     let start = Instant::now();
     let stats = nix_wire::nar::hash_path(tree).map_err(|e| e.to_string())?;
     Ok((stats, start.elapsed()))
 }
 
-fn nix(tree: &PathBuf) -> Result<(String, Duration), String> {
+fn nix(tree: &Path) -> Result<(String, Duration), String> {
     let script = "set -o pipefail; nix-store --dump \"$1\" | sha256sum";
     let start = Instant::now();
     let out = Command::new("bash")

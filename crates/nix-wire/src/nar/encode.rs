@@ -167,6 +167,8 @@ impl NarEncoder {
 
     /// Appends to `buf` until it holds a chunk or the NAR is complete.
     fn fill(&mut self) -> Result<(), NarError> {
+        // Reuses the previous chunk's allocation if the consumer dropped it.
+        self.buf.reserve(self.chunk_size);
         while self.buf.len() < self.chunk_size {
             if let Some(f) = &mut self.file {
                 if f.remaining > 0 {
@@ -224,8 +226,6 @@ impl Iterator for NarEncoder {
                 size: self.size,
                 sha256: Sha256Hash(self.hasher.finalize_reset().into()),
             });
-        } else {
-            self.buf.reserve(self.chunk_size);
         }
         Some(Ok(chunk))
     }

@@ -6,7 +6,14 @@ mod nar_support;
 use std::fs;
 
 use nix_wire::nar::{self, encode_async};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The reader can be moved into tasks and boxed as a plain byte stream.
+#[test]
+fn reader_is_send_unpin_static() {
+    fn assert_traits<T: AsyncRead + Unpin + Send + 'static>() {}
+    assert_traits::<nar::AsyncNarReader>();
+}
 
 #[tokio::test]
 async fn async_reader_yields_the_same_nar() {

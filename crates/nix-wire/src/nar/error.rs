@@ -63,7 +63,8 @@ pub enum NarError {
     /// Writing the NAR to its output failed.
     #[error("writing NAR: {0}")]
     Write(#[source] io::Error),
-    /// The consumer of an asynchronous encoder went away.
+    /// The encoder could not finish: the reader of [`super::encode_async`]
+    /// was dropped, or the encoder stopped before the end of the NAR.
     #[error("NAR encoder task failed: {0}")]
     Task(String),
 }

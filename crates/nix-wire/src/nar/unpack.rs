@@ -36,8 +36,10 @@ struct Dir {
 ///
 /// Files get mode 0755 if executable, else 0644, and directories 0755,
 /// whatever the umask; making them read-only (0555/0444) and resetting
-/// timestamps is the store's canonicalisation, not done here. On error, the
-/// partial tree is left for the caller to remove.
+/// timestamps is the store's canonicalisation, not done here. One file
+/// descriptor is held per open directory level (at most
+/// [`MAX_DEPTH`](super::decode::MAX_DEPTH)). On error, the partial tree is
+/// left for the caller to remove.
 pub fn unpack(r: impl Read, dest: &Path) -> Result<NarStats, NarError> {
     let mut nar = NarReader::new(BufReader::with_capacity(256 * 1024, r));
     let mut dirs: Vec<Dir> = Vec::new();

@@ -140,3 +140,18 @@ fn decoder_events_of_a_directory() {
     assert_eq!(r.next().unwrap(), None);
     assert_eq!(r.stats().unwrap().size, nar.len() as u64);
 }
+
+#[test]
+fn reader_stops_exactly_at_the_end_of_the_nar() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("hello");
+    fs::write(&p, "hello\n").unwrap();
+    let (mut stream, stats) = encode(&p);
+    stream.extend_from_slice(b"next protocol message");
+    let mut rest = &stream[..];
+    let mut r = NarReader::new(&mut rest);
+    while r.next().unwrap().is_some() {}
+    assert_eq!(r.stats(), Some(stats));
+    drop(r);
+    assert_eq!(rest, b"next protocol message");
+}

@@ -20,13 +20,10 @@
 
 use std::io::{self, BufReader, Read};
 
-use sha2::{Digest, Sha256};
+use super::input::{invalid, unexpected, Input};
+use super::{NarError, NarStats, MAGIC};
 
-use super::{padding, NarError, NarStats, MAGIC};
-use crate::Sha256Hash;
-
-/// Longest token string accepted (`"nix-archive-1"`, `"directory"`…).
-pub const MAX_TOKEN_LEN: u64 = 64;
+pub use super::input::MAX_TOKEN_LEN;
 /// Longest entry name accepted, in bytes (Linux `NAME_MAX`).
 pub const MAX_NAME_LEN: u64 = 255;
 /// Longest symlink target accepted, in bytes (Linux `PATH_MAX` − 1).
@@ -81,50 +78,32 @@ struct Dir {
     last: Option<Vec<u8>>,
 }
 
-/// A token string, read into a stack buffer.
-struct Token {
-    buf: [u8; MAX_TOKEN_LEN as usize],
-    len: usize,
-}
-
-impl Token {
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
 /// Pull parser for one NAR read from `R`. See the [module docs](self).
 pub struct NarReader<R> {
-    r: R,
-    offset: u64,
-    hasher: Sha256,
+    input: Input<R>,
     state: State,
     /// Open directories, innermost last.
     dirs: Vec<Dir>,
     /// Name of the node being parsed, for error messages.
     entry: Vec<u8>,
     stats: Option<NarStats>,
-    scratch: Vec<u8>,
 }
 
 impl<R: Read> NarReader<R> {
     /// A parser reading a NAR from the current position of `r`.
     pub fn new(r: R) -> Self {
         NarReader {
-            r,
-            offset: 0,
-            hasher: Sha256::new(),
+            input: Input::new(r),
             state: State::Start,
             dirs: Vec::new(),
             entry: Vec::new(),
             stats: None,
-            scratch: Vec::new(),
         }
     }
 
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.input.offset()
     }
 
     /// Size and SHA-256 of the NAR, once `next` has returned `Ok(None)`.
@@ -134,7 +113,7 @@ impl<R: Read> NarReader<R> {
 
     /// Gives back the underlying reader, positioned after the bytes consumed.
     pub fn into_inner(self) -> R {
-        self.r
+        self.input.into_inner()
     }
 
     /// The next node, or `None` after the end of the NAR. Skips the rest of
@@ -143,15 +122,19 @@ impl<R: Read> NarReader<R> {
     // Not `Iterator::next`: the end is `Ok(None)` and errors are final.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Event>, NarError> {
+        self.step().map_err(|e| self.locate(e))
+    }
+
+    fn step(&mut self) -> Result<Option<Event>, NarError> {
         if let State::Contents { size, remaining } = self.state {
-            self.skip(remaining)?;
-            self.read_padding(size)?;
-            self.expect(b")")?;
+            self.input.skip(remaining)?;
+            self.input.read_padding(size)?;
+            self.input.expect(b")")?;
             self.node_done()?;
         }
         match self.state {
             State::Start => {
-                self.expect(MAGIC)?;
+                self.input.expect(MAGIC)?;
                 self.node(Vec::new()).map(Some)
             }
             State::InDir => self.dir_item().map(Some),
@@ -169,7 +152,7 @@ impl<R: Read> NarReader<R> {
         if want == 0 {
             return Ok(0);
         }
-        let n = self.read_some(&mut buf[..want])?;
+        let n = self.input.read_some(&mut buf[..want])?;
         self.state = State::Contents {
             size,
             remaining: remaining - n as u64,
@@ -185,64 +168,64 @@ impl<R: Read> NarReader<R> {
 
     /// After `"entry"` or `")"` inside a directory.
     fn dir_item(&mut self) -> Result<Event, NarError> {
-        let start = self.offset;
-        let tok = self.read_token()?;
+        let start = self.input.offset();
+        let tok = self.input.read_token()?;
         match tok.bytes() {
             b")" => {
                 let dir = self
                     .dirs
                     .pop()
-                    .ok_or_else(|| self.invalid(start, "unbalanced ')'"))?;
+                    .ok_or_else(|| invalid(start, "unbalanced ')'"))?;
                 self.entry = dir.name;
                 self.node_done()?;
                 Ok(Event::EndDirectory)
             }
             b"entry" => {
-                self.expect(b"(")?;
-                self.expect(b"name")?;
-                let start = self.offset;
-                let name = self.read_str(MAX_NAME_LEN, "entry name")?;
+                self.input.expect(b"(")?;
+                self.input.expect(b"name")?;
+                let start = self.input.offset();
+                let name = self.input.read_str(MAX_NAME_LEN, "entry name")?;
                 self.entry = name.clone();
-                check_name(&name).map_err(|r| self.invalid(start, r))?;
+                check_name(&name).map_err(|r| invalid(start, r))?;
                 let sorted = match self.dirs.last().and_then(|d| d.last.as_deref()) {
                     Some(last) if last == name.as_slice() => Err("duplicate entry name"),
                     Some(last) if last > name.as_slice() => Err("names not sorted"),
                     _ => Ok(()),
                 };
-                sorted.map_err(|r| self.invalid(start, r))?;
+                sorted.map_err(|r| invalid(start, r))?;
                 if let Some(d) = self.dirs.last_mut() {
                     d.last = Some(name.clone());
                 }
-                self.expect(b"node")?;
+                self.input.expect(b"node")?;
                 self.node(name)
             }
-            other => Err(self.unexpected(start, "'entry' or ')'", other)),
+            other => Err(unexpected(start, "'entry' or ')'", other)),
         }
     }
 
     /// Parses a node up to its first event.
     fn node(&mut self, name: Vec<u8>) -> Result<Event, NarError> {
-        self.expect(b"(")?;
-        self.expect(b"type")?;
-        let start = self.offset;
-        let tok = self.read_token()?;
+        self.input.expect(b"(")?;
+        self.input.expect(b"type")?;
+        let start = self.input.offset();
+        let tok = self.input.read_token()?;
         match tok.bytes() {
             b"regular" => {
-                let start = self.offset;
-                let mut tok = self.read_token()?;
+                let start = self.input.offset();
+                let mut tok = self.input.read_token()?;
                 let executable = tok.bytes() == b"executable";
                 if executable {
-                    let start = self.offset;
-                    let empty = self.read_token()?;
+                    let start = self.input.offset();
+                    let empty = self.input.read_token()?;
                     if !empty.bytes().is_empty() {
-                        return Err(self.unexpected(start, "''", empty.bytes()));
+                        return Err(unexpected(start, "''", empty.bytes()));
                     }
-                    tok = self.read_token()?;
+                    tok = self.input.read_token()?;
                 }
                 if tok.bytes() != b"contents" {
-                    return Err(self.unexpected(start, "'contents'", tok.bytes()));
+                    return Err(unexpected(start, "'contents'", tok.bytes()));
                 }
-                let size = self.read_u64()?;
+                let size = self.input.read_u64()?;
                 self.state = State::Contents {
                     size,
                     remaining: size,
@@ -254,21 +237,22 @@ impl<R: Read> NarReader<R> {
                 })
             }
             b"symlink" => {
-                self.expect(b"target")?;
-                let start = self.offset;
-                let target = self.read_str(MAX_TARGET_LEN, "symlink target")?;
+                self.input.expect(b"target")?;
+                let start = self.input.offset();
+                let target = self.input.read_str(MAX_TARGET_LEN, "symlink target")?;
                 if target.is_empty() || target.contains(&0) {
-                    return Err(self.invalid(start, "symlink target is empty or contains NUL"));
+                    return Err(invalid(start, "symlink target is empty or contains NUL"));
                 }
-                self.expect(b")")?;
+                self.input.expect(b")")?;
                 self.node_done()?;
                 Ok(Event::Symlink { name, target })
             }
             b"directory" => {
                 if self.dirs.len() >= MAX_DEPTH {
-                    return Err(
-                        self.invalid(start, format!("directories nested deeper than {MAX_DEPTH}"))
-                    );
+                    return Err(invalid(
+                        start,
+                        format!("directories nested deeper than {MAX_DEPTH}"),
+                    ));
                 }
                 self.dirs.push(Dir {
                     name: name.clone(),
@@ -278,7 +262,11 @@ impl<R: Read> NarReader<R> {
                 self.state = State::InDir;
                 Ok(Event::Directory { name })
             }
-            other => Err(self.unexpected(start, "'regular', 'symlink' or 'directory'", other)),
+            other => Err(unexpected(
+                start,
+                "'regular', 'symlink' or 'directory'",
+                other,
+            )),
         }
     }
 
@@ -286,129 +274,32 @@ impl<R: Read> NarReader<R> {
     fn node_done(&mut self) -> Result<(), NarError> {
         if self.dirs.is_empty() {
             self.state = State::Done;
-            self.stats = Some(NarStats {
-                size: self.offset,
-                sha256: Sha256Hash(self.hasher.clone().finalize().into()),
-            });
+            self.stats = Some(self.input.stats());
         } else {
-            self.expect(b")")?;
+            self.input.expect(b")")?;
             self.state = State::InDir;
         }
         Ok(())
     }
 
-    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, NarError> {
-        loop {
-            match self.r.read(buf) {
-                Ok(0) => {
-                    return Err(NarError::Truncated {
-                        offset: self.offset,
-                    })
-                }
-                Ok(n) => {
-                    self.hasher.update(&buf[..n]);
-                    self.offset += n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(NarError::Read {
-                        offset: self.offset,
-                        source,
-                    })
-                }
-            }
-        }
-    }
-
-    fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<(), NarError> {
-        while !buf.is_empty() {
-            let n = self.read_some(buf)?;
-            buf = &mut buf[n..];
-        }
-        Ok(())
-    }
-
-    fn skip(&mut self, mut n: u64) -> Result<(), NarError> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.resize(64 * 1024, 0);
-        let res = (|| {
-            while n > 0 {
-                let want = n.min(scratch.len() as u64) as usize;
-                n -= self.read_some(&mut scratch[..want])? as u64;
-            }
-            Ok(())
-        })();
-        self.scratch = scratch;
-        res
-    }
-
-    fn read_u64(&mut self) -> Result<u64, NarError> {
-        let mut b = [0u8; 8];
-        self.read_exact(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn read_padding(&mut self, len: u64) -> Result<(), NarError> {
-        let start = self.offset;
-        let mut pad = [0u8; 8];
-        let pad = &mut pad[..padding(len)];
-        self.read_exact(pad)?;
-        if pad.iter().any(|&b| b != 0) {
-            return Err(self.invalid(start, "non-zero padding"));
-        }
-        Ok(())
-    }
-
-    /// Reads a string's length and checks it against `limit` before
-    /// allocating anything.
-    fn read_len(&mut self, limit: u64, what: &str) -> Result<usize, NarError> {
-        let start = self.offset;
-        let len = self.read_u64()?;
-        if len > limit {
-            return Err(self.invalid(
-                start,
-                format!("{what} of {len} bytes exceeds the limit of {limit}"),
-            ));
-        }
-        Ok(len as usize)
-    }
-
-    fn read_str(&mut self, limit: u64, what: &str) -> Result<Vec<u8>, NarError> {
-        let len = self.read_len(limit, what)?;
-        let mut s = vec![0u8; len];
-        self.read_exact(&mut s)?;
-        self.read_padding(len as u64)?;
-        Ok(s)
-    }
-
-    fn read_token(&mut self) -> Result<Token, NarError> {
-        let len = self.read_len(MAX_TOKEN_LEN, "token")?;
-        let mut tok = Token {
-            buf: [0; MAX_TOKEN_LEN as usize],
-            len,
+    /// Fills in where an [`NarError::Invalid`] happened: `root` or
+    /// `entry 'a/b'`, from the parser's current position.
+    fn locate(&self, err: NarError) -> NarError {
+        let NarError::Invalid {
+            offset,
+            entry,
+            reason,
+        } = err
+        else {
+            return err;
         };
-        self.read_exact(&mut tok.buf[..len])?;
-        self.read_padding(len as u64)?;
-        Ok(tok)
-    }
-
-    fn expect(&mut self, want: &[u8]) -> Result<(), NarError> {
-        let start = self.offset;
-        let tok = self.read_token()?;
-        if tok.bytes() != want {
-            let want = format!("'{}'", String::from_utf8_lossy(want));
-            return Err(self.unexpected(start, &want, tok.bytes()));
+        if !entry.is_empty() {
+            return NarError::Invalid {
+                offset,
+                entry,
+                reason,
+            };
         }
-        Ok(())
-    }
-
-    fn unexpected(&self, offset: u64, want: &str, found: &[u8]) -> NarError {
-        let found = String::from_utf8_lossy(found);
-        self.invalid(offset, format!("expected {want}, found '{found}'"))
-    }
-
-    fn invalid(&self, offset: u64, reason: impl Into<String>) -> NarError {
         let mut path: Vec<&[u8]> = self
             .dirs
             .iter()
@@ -426,7 +317,7 @@ impl<R: Read> NarReader<R> {
         NarError::Invalid {
             offset,
             entry,
-            reason: reason.into(),
+            reason,
         }
     }
 }

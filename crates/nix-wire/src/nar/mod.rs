@@ -6,6 +6,8 @@
 //! - [`async_reader`]: the encoder behind a `tokio::io::AsyncRead`
 //!   ([`encode_async`]);
 //! - [`decode`]: validating pull parser ([`NarReader`], [`validate`]);
+//!   its byte-level reading (offsets, hashing, padding, length limits) is
+//!   the private `input` module;
 //! - [`mod@unpack`]: safe unpacker into a fresh directory ([`unpack()`]);
 //! - [`error`]: the one error type, [`NarError`].
 //!
@@ -16,6 +18,7 @@ pub mod async_reader;
 pub mod decode;
 pub mod encode;
 pub mod error;
+mod input;
 pub mod unpack;
 
 pub use async_reader::{encode_async, AsyncNarReader};

@@ -189,6 +189,7 @@ fn mutate(nar: &mut Vec<u8>, m: &Mutation) {
             let at = i % len;
             nar.splice(at..at, b.iter().copied());
         }
+        Mutation::Word(_, _) if len < 8 => {}
         Mutation::Word(i, v) => {
             let at = (i % (len / 8)) * 8;
             nar[at..at + 8].copy_from_slice(&v.to_le_bytes());

@@ -10,9 +10,11 @@
 //! lengths (before allocating), entry names (non-empty, not `.`/`..`, no `/`
 //! or NUL, strictly increasing in byte order), symlink targets (non-empty, no
 //! NUL) and nesting depth. The limits follow the hardened Nix parsers
-//! (§8.1), except [`MAX_DEPTH`]: Nix ≥ 2.28.7 stops at 63 levels below the
-//! root, we accept 256 so that anything Nix 2.8 may have archived still
-//! parses, while recursion and memory stay bounded.
+//! (§8.1), with two exceptions. [`MAX_DEPTH`]: Nix ≥ 2.28.7 stops at 63
+//! levels below the root; we accept 256 so that deep trees Nix 2.8 archived
+//! still parse, while memory (and the unpacker's open directory handles)
+//! stay bounded. [`MAX_TOKEN_LEN`]: 64 rather than Nix's 32, harmless since
+//! the longest real token has 13 bytes and any other token is rejected.
 //!
 //! The reader does not buffer: it consumes exactly the NAR's bytes, so a NAR
 //! embedded in a protocol stream can be parsed in place. Wrap unbuffered
@@ -24,6 +26,7 @@ use super::input::{invalid, unexpected, Input};
 use super::{NarError, NarStats, MAGIC};
 
 pub use super::input::MAX_TOKEN_LEN;
+
 /// Longest entry name accepted, in bytes (Linux `NAME_MAX`).
 pub const MAX_NAME_LEN: u64 = 255;
 /// Longest symlink target accepted, in bytes (Linux `PATH_MAX` − 1).

@@ -1,1 +1,54 @@
-fn main() {}
+//! `deploy`: the command-line front of the deployer. It parses arguments,
+//! runs library calls and renders their results; the work itself lives in
+//! the libraries (`nix-wire` for now).
+//!
+//! Exit codes: 0 success, 1 failure (the message says what failed and what
+//! to do), 2 usage error.
+
+mod path_info_json;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Nix-native deployer for small k3s clusters on plain Debian VPS nodes.
+#[derive(Parser)]
+#[command(name = "deploy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plumbing on the local Nix store, through our own NAR and daemon code.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("deploy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Store(cmd) => store::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("deploy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -174,7 +174,8 @@ pub fn fixture_closure(n: usize, seed: &str, kib: usize) -> Fixture {
     let expr = repo_root().join("tests/fixtures/closure.nix");
     let root = run(Command::new("nix-build")
         .arg(&expr)
-        .args(["--no-out-link", "--arg", "n", &n.to_string()])
+        .args(["--no-out-link", "--option", "substituters", ""])
+        .args(["--arg", "n", &n.to_string()])
         .args(["--argstr", "seed", seed, "--arg", "kib", &kib.to_string()]))
     .trim()
     .to_owned();

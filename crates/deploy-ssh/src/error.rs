@@ -188,6 +188,17 @@ pub enum SshError {
         path: PathBuf,
     },
 
+    /// The SSH handshake (version exchange, key exchange) failed.
+    #[error("SSH handshake with {host}:{port} failed: {source}: is an SSH server listening there (check the port)?")]
+    Handshake {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The protocol error.
+        source: russh::Error,
+    },
+
     /// The SSH protocol failed on an established connection.
     #[error("SSH connection to {host}:{port}: {source}")]
     Protocol {

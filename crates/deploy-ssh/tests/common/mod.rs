@@ -63,15 +63,28 @@ impl Sshd {
     /// Starts sshd in `dir` with a fresh ed25519 host key, accepting the
     /// public halves of `client_keys`.
     pub fn start(dir: &Path, client_keys: &[&Path]) -> Sshd {
-        Self::start_with_host_key(dir, client_keys, "ed25519")
+        Self::start_with_host_keys(dir, client_keys, &["ed25519"])
     }
 
-    /// As [`Sshd::start`] with a host key of type `host_key_kind`.
-    pub fn start_with_host_key(dir: &Path, client_keys: &[&Path], host_key_kind: &str) -> Sshd {
+    /// As [`Sshd::start`] with host keys of the given types; the first is
+    /// the one [`Sshd::known_hosts_line`] shows.
+    pub fn start_with_host_keys(
+        dir: &Path,
+        client_keys: &[&Path],
+        host_key_kinds: &[&str],
+    ) -> Sshd {
         std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd");
         let dir = dir.join(format!("sshd-{}", free_port()));
         std::fs::create_dir_all(&dir).expect("creating the sshd dir");
-        let host_key = keygen(&dir.join("host_key"), host_key_kind, "");
+        let host_keys: Vec<PathBuf> = host_key_kinds
+            .iter()
+            .map(|kind| keygen(&dir.join(format!("host_key_{kind}")), kind, ""))
+            .collect();
+        let host_key = host_keys.first().expect("at least one host key").clone();
+        let host_key_lines: String = host_keys
+            .iter()
+            .map(|k| format!("HostKey {}\n", k.display()))
+            .collect();
         let authorized_keys = dir.join("authorized_keys");
         let keys: String = client_keys.iter().map(|k| public_key(k)).collect();
         std::fs::write(&authorized_keys, keys).expect("writing authorized_keys");
@@ -81,11 +94,10 @@ impl Sshd {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                    "Port {port}\nListenAddress 127.0.0.1\n{host_key_lines}AuthorizedKeysFile {}\n\
                      PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                     AllowTcpForwarding yes\nLogLevel VERBOSE\n",
-                    host_key.display(),
+                     AllowTcpForwarding yes\nLogLevel DEBUG1\n",
                     authorized_keys.display()
                 ),
             )
@@ -231,5 +243,47 @@ impl Drop for SshAgent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The `SHA256:...` fingerprint `ssh-keygen -lf` shows for a key file.
+pub fn fingerprint(key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key)
+        .output()
+        .expect("running ssh-keygen -lf");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected ssh-keygen -lf output: {text}"))
+        .to_string()
+}
+
+impl SshAgent {
+    /// `ssh-add KEY` for a passphrase-protected key, the passphrase given
+    /// through an askpass script (never on a command line).
+    pub fn add_encrypted(&self, key: &Path, passphrase: &str) {
+        let script = self.socket.with_file_name("askpass.sh");
+        std::fs::write(&script, format!("#!/bin/sh\necho '{passphrase}'\n"))
+            .expect("writing askpass");
+        let status = Command::new("chmod")
+            .arg("700")
+            .arg(&script)
+            .status()
+            .expect("chmod");
+        assert!(status.success());
+        let status = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .env("SSH_ASKPASS", &script)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("running ssh-add");
+        assert!(status.success(), "ssh-add {} failed", key.display());
     }
 }

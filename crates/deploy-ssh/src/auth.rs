@@ -150,7 +150,7 @@ pub(crate) async fn authenticate<H: Handler>(
     let protocol = |source| SshError::Protocol {
         host: ep.host.clone(),
         port: ep.port,
-        source,
+        source: Box::new(source),
     };
     let mut notes = Vec::new();
     let files = load_files(&ep.identity_files, &mut notes);

@@ -196,7 +196,7 @@ pub enum SshError {
         /// The port.
         port: u16,
         /// The protocol error.
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     /// The SSH protocol failed on an established connection.
@@ -207,7 +207,7 @@ pub enum SshError {
         /// The port.
         port: u16,
         /// The protocol error.
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     /// A jump host could not open the tunnel to the next hop.
@@ -220,7 +220,7 @@ pub enum SshError {
         /// Its port.
         port: u16,
         /// The channel error.
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     /// A command could not be started.
@@ -231,7 +231,7 @@ pub enum SshError {
         /// The command.
         command: String,
         /// The channel error.
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     /// Reading or writing a remote command's streams failed.

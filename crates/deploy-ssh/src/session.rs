@@ -96,7 +96,7 @@ impl SshSession {
         let exec_err = |source| SshError::Exec {
             host: self.endpoint.host.clone(),
             command: command.to_string(),
-            source,
+            source: Box::new(source),
         };
         let channel = self.handle.channel_open_session().await.map_err(exec_err)?;
         channel.exec(true, command).await.map_err(exec_err)?;
@@ -131,7 +131,7 @@ impl SshSession {
             .map_err(|source| SshError::Protocol {
                 host: self.endpoint.host.clone(),
                 port: self.endpoint.port,
-                source,
+                source: Box::new(source),
             })?;
         for (_, jump) in self.jumps.iter().rev() {
             if let Err(e) = jump
@@ -257,7 +257,7 @@ where
             HandshakeError::Ssh(source) => SshError::Handshake {
                 host: ep.host.clone(),
                 port: ep.port,
-                source,
+                source: Box::new(source),
             },
         })?;
     authenticate(&mut handle, ep, &opts.agent).await?;
@@ -302,7 +302,7 @@ async fn connect_via(
                 jump: previous_label.to_string(),
                 host: ep.host.clone(),
                 port: ep.port,
-                source,
+                source: Box::new(source),
             })?;
         handshake(ep, channel.into_stream(), opts).await
     };

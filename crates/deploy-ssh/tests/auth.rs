@@ -22,7 +22,7 @@ async fn assert_connects(sshd: &Sshd, opts: &SshOptions) {
 async fn key_file_auth(kind: &str) -> (tempfile::TempDir, Sshd) {
     let home = tempdir();
     let key = keygen(&home.path().join(format!("id_{kind}")), kind, "");
-    let sshd = Sshd::start(home.path(), &[&key]);
+    let sshd = Sshd::start_debug(home.path(), &[&key]);
     write_known_hosts(home.path(), &[sshd.known_hosts_line()]);
     assert_connects(&sshd, &options(home.path(), &[&key])).await;
     (home, sshd)

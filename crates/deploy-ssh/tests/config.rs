@@ -122,7 +122,7 @@ impl JumpPair {
     fn new() -> JumpPair {
         let home = tempdir();
         let key = keygen(&home.path().join("id"), "ed25519", "");
-        let jump = Sshd::start(home.path(), &[&key]);
+        let jump = Sshd::start_debug(home.path(), &[&key]);
         let node = Sshd::start(home.path(), &[&key]);
         write_known_hosts(
             home.path(),

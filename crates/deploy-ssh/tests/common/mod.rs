@@ -63,7 +63,14 @@ impl Sshd {
     /// Starts sshd in `dir` with a fresh ed25519 host key, accepting the
     /// public halves of `client_keys`.
     pub fn start(dir: &Path, client_keys: &[&Path]) -> Sshd {
-        Self::start_with_host_keys(dir, client_keys, &["ed25519"])
+        Self::spawn(dir, client_keys, &["ed25519"], "VERBOSE")
+    }
+
+    /// As [`Sshd::start`] with `LogLevel DEBUG1`, whose log shows signature
+    /// algorithms and forwarding targets (sshd then also sends debug lines
+    /// to the client's stderr).
+    pub fn start_debug(dir: &Path, client_keys: &[&Path]) -> Sshd {
+        Self::spawn(dir, client_keys, &["ed25519"], "DEBUG1")
     }
 
     /// As [`Sshd::start`] with host keys of the given types; the first is
@@ -73,6 +80,10 @@ impl Sshd {
         client_keys: &[&Path],
         host_key_kinds: &[&str],
     ) -> Sshd {
+        Self::spawn(dir, client_keys, host_key_kinds, "VERBOSE")
+    }
+
+    fn spawn(dir: &Path, client_keys: &[&Path], host_key_kinds: &[&str], log_level: &str) -> Sshd {
         std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd");
         let dir = dir.join(format!("sshd-{}", free_port()));
         std::fs::create_dir_all(&dir).expect("creating the sshd dir");
@@ -97,7 +108,7 @@ impl Sshd {
                     "Port {port}\nListenAddress 127.0.0.1\n{host_key_lines}AuthorizedKeysFile {}\n\
                      PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                     AllowTcpForwarding yes\nLogLevel DEBUG1\n",
+                     AllowTcpForwarding yes\nLogLevel {log_level}\n",
                     authorized_keys.display()
                 ),
             )

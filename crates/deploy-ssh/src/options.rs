@@ -48,7 +48,8 @@ pub struct SshOptions {
     pub identity_files: Vec<PathBuf>,
     /// The login name when neither the target nor `ssh_config` gives one.
     pub default_user: Option<String>,
-    /// Limit for the TCP connection plus the SSH handshake, per hop.
+    /// Limit for the TCP connection, the SSH handshake and authentication,
+    /// per hop (for a jump, opening the tunnel counts too).
     pub connect_timeout: Duration,
     /// Send a keepalive after this long without traffic from the server.
     pub keepalive_interval: Duration,

@@ -205,3 +205,43 @@ async fn nix_daemon_stdio_answers_the_handshake() {
     );
     assert_eq!(magic, [0x6f, 0x69, 0x78, 0x64, 0, 0, 0, 0]);
 }
+
+/// A node that stops answering (its sshd processes frozen) is detected by
+/// keepalives: the session closes and running commands end.
+#[tokio::test]
+async fn keepalive_detects_a_frozen_server() {
+    let f = Fixture::new();
+    let mut opts = f.options();
+    opts.keepalive_interval = Duration::from_millis(300);
+    opts.keepalive_max = 2;
+    let session = SshSession::connect(&f.sshd.target(), &opts)
+        .await
+        .expect("connect");
+    let process = session.exec("cat").await.expect("exec");
+    let monitor = process.monitor();
+    let pids = f.sshd.connection_pids();
+    assert!(!pids.is_empty());
+    let signal = |sig: &str| {
+        for pid in &pids {
+            let _ = std::process::Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status();
+        }
+    };
+    signal("-STOP");
+    let start = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(10), monitor.wait()).await;
+    let closed = session.is_closed();
+    signal("-KILL");
+    assert_eq!(status.ok(), Some(ExitStatus::NotReported));
+    assert!(
+        closed,
+        "session still open after keepalives went unanswered"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(process);
+}

@@ -155,6 +155,26 @@ impl Sshd {
         Target::parse(&format!("root@127.0.0.1:{}", self.port)).expect("a valid target")
     }
 
+    /// The processes sshd started for its connections (all descendants).
+    pub fn connection_pids(&self) -> Vec<u32> {
+        let mut found = Vec::new();
+        let mut parents = vec![self.child.id()];
+        while let Some(parent) = parents.pop() {
+            let out = Command::new("ps")
+                .args(["-o", "pid=", "--ppid", &parent.to_string()])
+                .output()
+                .expect("running ps");
+            for pid in String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                found.push(pid);
+                parents.push(pid);
+            }
+        }
+        found
+    }
+
     /// sshd's log so far, for assertion messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()

@@ -223,8 +223,9 @@ async fn keepalive_detects_a_frozen_server() {
     assert!(!pids.is_empty());
     let signal = |sig: &str| {
         for pid in &pids {
-            let _ = std::process::Command::new("kill")
-                .args([sig, &pid.to_string()])
+            // The shell's builtin kill: /bin/kill (procps) may be absent.
+            let _ = std::process::Command::new("sh")
+                .args(["-c", &format!("kill {sig} {pid}")])
                 .status();
         }
     };

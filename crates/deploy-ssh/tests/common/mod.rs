@@ -155,21 +155,31 @@ impl Sshd {
         Target::parse(&format!("root@127.0.0.1:{}", self.port)).expect("a valid target")
     }
 
-    /// The processes sshd started for its connections (all descendants).
+    /// The processes sshd started for its connections (all descendants),
+    /// read from /proc.
     pub fn connection_pids(&self) -> Vec<u32> {
+        let parent_of: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+            .expect("reading /proc")
+            .filter_map(|e| {
+                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // "pid (comm) state ppid ...": comm may hold spaces.
+                let ppid = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((pid, ppid))
+            })
+            .collect();
         let mut found = Vec::new();
         let mut parents = vec![self.child.id()];
         while let Some(parent) = parents.pop() {
-            let out = Command::new("ps")
-                .args(["-o", "pid=", "--ppid", &parent.to_string()])
-                .output()
-                .expect("running ps");
-            for pid in String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok())
-            {
-                found.push(pid);
-                parents.push(pid);
+            for (pid, _) in parent_of.iter().filter(|(_, ppid)| *ppid == parent) {
+                found.push(*pid);
+                parents.push(*pid);
             }
         }
         found

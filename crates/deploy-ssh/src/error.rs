@@ -224,10 +224,10 @@ pub enum SshError {
     },
 
     /// A command could not be started.
-    #[error("cannot run `{command}` on {host}: {source}")]
+    #[error("cannot run `{command}` on {node}: {source}: is the connection still up?")]
     Exec {
-        /// The node.
-        host: String,
+        /// The node, as `user@host:port`.
+        node: String,
         /// The command.
         command: String,
         /// The channel error.
@@ -235,10 +235,10 @@ pub enum SshError {
     },
 
     /// Reading or writing a remote command's streams failed.
-    #[error("I/O with `{command}` on {host}: {source}")]
+    #[error("I/O with `{command}` on {node}: {source}")]
     Io {
-        /// The node.
-        host: String,
+        /// The node, as `user@host:port`.
+        node: String,
         /// The command.
         command: String,
         /// The I/O error.

@@ -113,7 +113,7 @@ pub struct ProcessStdio {
 pub struct ProcessMonitor {
     stderr: Arc<Mutex<Collected>>,
     status: watch::Receiver<Option<ExitStatus>>,
-    host: String,
+    node: String,
     command: String,
 }
 
@@ -123,7 +123,7 @@ impl RemoteProcess {
         read: ChannelReadHalf,
         stdin: impl AsyncWrite + Send + Sync + 'static,
         stderr_limit: usize,
-        host: String,
+        node: String,
         command: String,
     ) -> Self {
         let (stdout, stdout_writer) = tokio::io::duplex(STDOUT_BUFFER);
@@ -141,7 +141,7 @@ impl RemoteProcess {
             monitor: ProcessMonitor {
                 stderr,
                 status,
-                host,
+                node,
                 command,
             },
         }
@@ -166,7 +166,7 @@ impl RemoteProcess {
     /// returns the status and the stdout.
     pub async fn finish(mut self) -> Result<(ExitStatus, Vec<u8>), SshError> {
         let io = |source| SshError::Io {
-            host: self.monitor.host.clone(),
+            node: self.monitor.node.clone(),
             command: self.monitor.command.clone(),
             source,
         };

@@ -91,10 +91,14 @@ impl SshSession {
 
     /// Starts `command` (run by the remote user's shell) on a new channel.
     /// `command` is sent inside the encrypted channel, never as an argument
-    /// to a local program.
+    /// to a local program. sshd caps channels per connection (`MaxSessions`,
+    /// 10 by default). The process does not keep the session open: drop
+    /// the session and its commands end with [`ExitStatus::NotReported`].
+    ///
+    /// [`ExitStatus::NotReported`]: crate::ExitStatus::NotReported
     pub async fn exec(&self, command: &str) -> Result<RemoteProcess, SshError> {
         let exec_err = |source| SshError::Exec {
-            host: self.endpoint.host.clone(),
+            node: self.endpoint.label(),
             command: command.to_string(),
             source: Box::new(source),
         };
@@ -106,7 +110,7 @@ impl SshSession {
             read,
             write.make_writer(),
             self.stderr_limit,
-            self.endpoint.host.clone(),
+            self.endpoint.label(),
             command.to_string(),
         ))
     }

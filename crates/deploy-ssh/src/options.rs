@@ -36,8 +36,9 @@ pub struct SshOptions {
     pub home: PathBuf,
     /// The `ssh_config` file.
     pub config_file: ConfigFile,
-    /// known_hosts files to use instead of `UserKnownHostsFile` and the
-    /// default `~/.ssh/known_hosts`; new keys go to the first one.
+    /// known_hosts files to use instead of `UserKnownHostsFile` (default
+    /// `~/.ssh/known_hosts`) plus `/etc/ssh/ssh_known_hosts`; new keys go to
+    /// the first one.
     pub known_hosts_files: Vec<PathBuf>,
     /// Accept and record the key of a host not in known_hosts (OpenSSH's
     /// `StrictHostKeyChecking accept-new`). A changed key is always refused.

@@ -321,6 +321,14 @@ impl AsyncWrite for RemoteProcess {
 mod tests {
     use super::*;
 
+    /// What a protocol client needs from the stream.
+    #[test]
+    fn stdio_is_a_sendable_stream() {
+        fn assert_stream<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>() {}
+        assert_stream::<ProcessStdio>();
+        assert_stream::<RemoteProcess>();
+    }
+
     #[test]
     fn stderr_is_bounded() {
         let mut c = Collected {

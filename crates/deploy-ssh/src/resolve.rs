@@ -11,6 +11,9 @@ use crate::error::SshError;
 use crate::options::{ConfigFile, SshOptions};
 use crate::target::Target;
 
+/// The system-wide known_hosts file, read after the user's (never written).
+const GLOBAL_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
+
 /// One hop, fully resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
@@ -20,6 +23,7 @@ pub(crate) struct Endpoint {
     pub user: String,
     pub identity_files: Vec<PathBuf>,
     pub identities_only: bool,
+    /// Files to check; a new key is appended to the first.
     pub known_hosts_files: Vec<PathBuf>,
     pub accept_new: bool,
     pub connect_timeout: Duration,
@@ -107,10 +111,13 @@ pub(crate) fn resolve(
     }
     let known_hosts_files = if !opts.known_hosts_files.is_empty() {
         opts.known_hosts_files.clone()
-    } else if let Some(files) = &hc.user_known_hosts_files {
-        files.iter().map(|f| expand_path(f, &tokens)).collect()
     } else {
-        vec![opts.home.join(".ssh/known_hosts")]
+        let mut files: Vec<PathBuf> = match &hc.user_known_hosts_files {
+            Some(files) => files.iter().map(|f| expand_path(f, &tokens)).collect(),
+            None => vec![opts.home.join(".ssh/known_hosts")],
+        };
+        files.push(PathBuf::from(GLOBAL_KNOWN_HOSTS));
+        files
     };
     let accept_new = opts.accept_new_host_keys
         || matches!(
@@ -180,7 +187,10 @@ mod tests {
         assert_eq!(e.identity_files, vec![PathBuf::from("/h/k/10.0.0.node1")]);
         assert_eq!(
             e.known_hosts_files,
-            vec![PathBuf::from("/h/.ssh/known_hosts")]
+            vec![
+                PathBuf::from("/h/.ssh/known_hosts"),
+                PathBuf::from(GLOBAL_KNOWN_HOSTS)
+            ]
         );
         assert_eq!(e.jumps.len(), 2);
         assert_eq!(e.jumps[1].port, Some(2222));

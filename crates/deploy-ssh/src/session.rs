@@ -1,0 +1,327 @@
+//! Owns [`SshSession`]: connecting (TCP or through `ProxyJump` hosts via
+//! direct-tcpip channels), the handshake with host key verification, the
+//! connect timeout and keepalives, and opening exec channels.
+
+use std::sync::Arc;
+
+use russh::client::{self, Handle};
+use russh::keys::{Algorithm, PublicKeyOrCertificate};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::auth::authenticate;
+use crate::error::SshError;
+use crate::known_hosts::{self, describe, Verdict};
+use crate::options::SshOptions;
+use crate::process::{Output, RemoteProcess};
+use crate::resolve::{load_config, resolve, Endpoint};
+use crate::target::Target;
+
+/// An authenticated SSH connection to one node. Cheap to share by
+/// reference: [`exec`](Self::exec) takes `&self`, so several commands can
+/// run at once over the one connection.
+pub struct SshSession {
+    handle: Handle<HostKeyCheck>,
+    /// Connections to the jump hosts (with their `user@host:port`), kept
+    /// open while this one lives.
+    jumps: Vec<(String, Handle<HostKeyCheck>)>,
+    endpoint: Endpoint,
+    stderr_limit: usize,
+}
+
+impl std::fmt::Debug for SshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshSession")
+            .field("endpoint", &self.endpoint.label())
+            .field(
+                "jumps",
+                &self.jumps.iter().map(|j| &j.0).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl SshSession {
+    /// Connects to `target`: applies `ssh_config`, goes through its
+    /// `ProxyJump` hosts, checks the host key, authenticates.
+    pub async fn connect(target: &Target, opts: &SshOptions) -> Result<Self, SshError> {
+        let config = load_config(opts)?;
+        let endpoint = resolve(target, &config, opts, true)?;
+        let mut jumps: Vec<(String, Handle<HostKeyCheck>)> = Vec::new();
+        for hop in &endpoint.jumps {
+            let hop = resolve(hop, &config, opts, false)?;
+            let handle = match jumps.last() {
+                None => connect_tcp(&hop, opts).await?,
+                Some((label, previous)) => connect_via(previous, label, &hop, opts).await?,
+            };
+            tracing::debug!(jump = %hop.label(), "jump host connected");
+            jumps.push((hop.label(), handle));
+        }
+        let handle = match jumps.last() {
+            None => connect_tcp(&endpoint, opts).await?,
+            Some((label, previous)) => connect_via(previous, label, &endpoint, opts).await?,
+        };
+        tracing::info!(node = %endpoint.label(), jumps = jumps.len(), "SSH session established");
+        Ok(SshSession {
+            handle,
+            jumps,
+            endpoint,
+            stderr_limit: opts.stderr_limit,
+        })
+    }
+
+    /// The login name used.
+    pub fn user(&self) -> &str {
+        &self.endpoint.user
+    }
+
+    /// The host connected to (after `HostName`).
+    pub fn host(&self) -> &str {
+        &self.endpoint.host
+    }
+
+    /// The port connected to.
+    pub fn port(&self) -> u16 {
+        self.endpoint.port
+    }
+
+    /// Whether the connection has closed (e.g. keepalives went unanswered).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Starts `command` (run by the remote user's shell) on a new channel.
+    /// `command` is sent inside the encrypted channel, never as an argument
+    /// to a local program. sshd caps channels per connection (`MaxSessions`,
+    /// 10 by default). The process does not keep the session open: drop
+    /// the session and its commands end with [`ExitStatus::NotReported`].
+    ///
+    /// [`ExitStatus::NotReported`]: crate::ExitStatus::NotReported
+    pub async fn exec(&self, command: &str) -> Result<RemoteProcess, SshError> {
+        let exec_err = |source| SshError::Exec {
+            node: self.endpoint.label(),
+            command: command.to_string(),
+            source: Box::new(source),
+        };
+        let channel = self.handle.channel_open_session().await.map_err(exec_err)?;
+        channel.exec(true, command).await.map_err(exec_err)?;
+        tracing::debug!(node = %self.endpoint.label(), command, "exec started");
+        let (read, write) = channel.split();
+        Ok(RemoteProcess::start(
+            read,
+            write.make_writer(),
+            self.stderr_limit,
+            self.endpoint.label(),
+            command.to_string(),
+        ))
+    }
+
+    /// Runs `command` with empty stdin and collects its output.
+    pub async fn run(&self, command: &str) -> Result<Output, SshError> {
+        let process = self.exec(command).await?;
+        let monitor = process.monitor();
+        let (status, stdout) = process.finish().await?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr: monitor.stderr(),
+        })
+    }
+
+    /// Closes the connection (and those to the jump hosts).
+    pub async fn close(self) -> Result<(), SshError> {
+        self.handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await
+            .map_err(|source| SshError::Protocol {
+                host: self.endpoint.host.clone(),
+                port: self.endpoint.port,
+                source: Box::new(source),
+            })?;
+        for (_, jump) in self.jumps.iter().rev() {
+            if let Err(e) = jump
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await
+            {
+                tracing::debug!(error = %e, "closing a jump connection");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Host key verification for one hop, as russh's client handler.
+pub(crate) struct HostKeyCheck {
+    endpoint: Endpoint,
+}
+
+/// Why the handshake failed: protocol, or our own host key verdict.
+#[derive(Debug)]
+pub(crate) enum HandshakeError {
+    Ssh(russh::Error),
+    HostKey(SshError),
+}
+
+impl From<russh::Error> for HandshakeError {
+    fn from(e: russh::Error) -> Self {
+        HandshakeError::Ssh(e)
+    }
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = HandshakeError;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let ep = &self.endpoint;
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                return Err(HandshakeError::HostKey(SshError::HostCertificate {
+                    host: ep.host.clone(),
+                    port: ep.port,
+                }))
+            }
+        };
+        let verdict = known_hosts::check(&ep.known_hosts_files, &ep.host, ep.port, key)
+            .map_err(HandshakeError::HostKey)?;
+        match verdict {
+            Verdict::Known => Ok(true),
+            Verdict::Unknown if ep.accept_new => {
+                let Some(file) = ep.known_hosts_files.first() else {
+                    return Err(HandshakeError::HostKey(unknown(ep, key)));
+                };
+                known_hosts::append(file, &ep.host, ep.port, key)
+                    .map_err(HandshakeError::HostKey)?;
+                tracing::warn!(host = %ep.host, port = ep.port, key = %describe(key), file = %file.display(), "new host key accepted and recorded (accept-new)");
+                Ok(true)
+            }
+            Verdict::Unknown => Err(HandshakeError::HostKey(unknown(ep, key))),
+        }
+    }
+}
+
+fn unknown(ep: &Endpoint, key: &russh::keys::PublicKey) -> SshError {
+    SshError::UnknownHostKey {
+        host: ep.host.clone(),
+        port: ep.port,
+        algorithm: key.algorithm().as_str().to_string(),
+        fingerprint: key.fingerprint(russh::keys::HashAlg::Sha256).to_string(),
+        known_hosts: ep.known_hosts_files.clone(),
+    }
+}
+
+/// russh's client configuration for one hop: keepalives, and the host key
+/// algorithms recorded in known_hosts first (as OpenSSH orders them).
+fn client_config(ep: &Endpoint) -> Arc<client::Config> {
+    let known = known_hosts::known_algorithms(&ep.known_hosts_files, &ep.host, ep.port);
+    let mut preferred = russh::Preferred::default();
+    let same_type =
+        |a: &Algorithm, b: &Algorithm| a == b || (a.clone().is_rsa() && b.clone().is_rsa());
+    let mut keys: Vec<Algorithm> = preferred
+        .key
+        .iter()
+        .filter(|a| known.iter().any(|k| same_type(a, k)))
+        .cloned()
+        .collect();
+    keys.extend(
+        preferred
+            .key
+            .iter()
+            .filter(|a| !known.iter().any(|k| same_type(a, k)))
+            .cloned(),
+    );
+    preferred.key = keys.into();
+    Arc::new(client::Config {
+        keepalive_interval: Some(ep.keepalive_interval),
+        keepalive_max: ep.keepalive_max,
+        nodelay: true,
+        preferred,
+        ..client::Config::default()
+    })
+}
+
+/// Handshake and authentication over an established byte stream.
+async fn handshake<S>(
+    ep: &Endpoint,
+    stream: S,
+    opts: &SshOptions,
+) -> Result<Handle<HostKeyCheck>, SshError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = HostKeyCheck {
+        endpoint: ep.clone(),
+    };
+    let mut handle = client::connect_stream(client_config(ep), stream, handler)
+        .await
+        .map_err(|e| match e {
+            HandshakeError::HostKey(e) => e,
+            HandshakeError::Ssh(source) => SshError::Handshake {
+                host: ep.host.clone(),
+                port: ep.port,
+                source: Box::new(source),
+            },
+        })?;
+    authenticate(&mut handle, ep, &opts.agent).await?;
+    Ok(handle)
+}
+
+/// Connects a hop directly over TCP, within its connect timeout.
+async fn connect_tcp(ep: &Endpoint, opts: &SshOptions) -> Result<Handle<HostKeyCheck>, SshError> {
+    let attempt = async {
+        let addrs: Vec<_> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+            .await
+            .map_err(|source| SshError::Resolve {
+                host: ep.host.clone(),
+                port: ep.port,
+                source,
+            })?
+            .collect();
+        let stream = tokio::net::TcpStream::connect(&addrs[..])
+            .await
+            .map_err(|source| SshError::Connect {
+                host: ep.host.clone(),
+                port: ep.port,
+                source,
+            })?;
+        handshake(ep, stream, opts).await
+    };
+    within_timeout(ep, attempt).await
+}
+
+/// Connects a hop through a direct-tcpip channel of the previous hop.
+async fn connect_via(
+    previous: &Handle<HostKeyCheck>,
+    previous_label: &str,
+    ep: &Endpoint,
+    opts: &SshOptions,
+) -> Result<Handle<HostKeyCheck>, SshError> {
+    let attempt = async {
+        let channel = previous
+            .channel_open_direct_tcpip(ep.host.clone(), u32::from(ep.port), "127.0.0.1", 0)
+            .await
+            .map_err(|source| SshError::Tunnel {
+                jump: previous_label.to_string(),
+                host: ep.host.clone(),
+                port: ep.port,
+                source: Box::new(source),
+            })?;
+        handshake(ep, channel.into_stream(), opts).await
+    };
+    within_timeout(ep, attempt).await
+}
+
+async fn within_timeout<T>(
+    ep: &Endpoint,
+    attempt: impl std::future::Future<Output = Result<T, SshError>>,
+) -> Result<T, SshError> {
+    tokio::time::timeout(ep.connect_timeout, attempt)
+        .await
+        .map_err(|_| SshError::ConnectTimeout {
+            host: ep.host.clone(),
+            port: ep.port,
+            timeout: ep.connect_timeout,
+        })?
+}

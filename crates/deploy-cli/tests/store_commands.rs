@@ -1,6 +1,7 @@
 //! `deploy store info` and `deploy store dump` against Nix's own tools on a
 //! closure of several hundred paths in the local store.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use serde_json::Value;
@@ -92,4 +93,53 @@ fn dump_is_byte_identical_to_nix_store_dump() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x"));
+}
+
+#[test]
+fn a_socket_we_may_not_open_says_to_join_nix_users() {
+    let fx = fixture_closure(1, "cli-perm", 1);
+    // The daemon's socket lives in a root-only (0700) directory.
+    let daemon = test_support::SocketDaemon::start();
+    let dir = daemon.socket().parent().unwrap().to_owned();
+    std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o700)).unwrap();
+    // A copy of the binary that `nobody` may run wherever the checkout is.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let bin = bin_dir.path().join("deploy");
+    std::fs::copy(env!("CARGO_BIN_EXE_deploy"), &bin).unwrap();
+    std::fs::set_permissions(bin_dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&bin)
+        .args(["store", "info", &fx.root])
+        .env("NIX_DAEMON_SOCKET_PATH", daemon.socket())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains("nix-users"), "{err}");
+    assert!(
+        err.contains(&daemon.socket().display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_daemon_and_no_nix_daemon_binary_says_to_install_nix() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = deploy()
+        .args([
+            "store",
+            "info",
+            "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x",
+        ])
+        .env("NIX_DAEMON_SOCKET_PATH", dir.path().join("no-socket"))
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no Nix daemon at"), "{err}");
+    assert!(err.contains("no nix-daemon on PATH"), "{err}");
+    assert!(err.contains("apt-get install nix-bin"), "{err}");
 }

@@ -1,0 +1,195 @@
+//! A node's file systems and users: the namespace holder process that owns
+//! its mounts, and the keys and accounts written into its root.
+//!
+//! The holder is `ip netns exec <ns> unshare --mount --uts --propagation private sh -c SCRIPT`;
+//! the script mounts the node's file systems in that private mount namespace,
+//! sets the hostname, prints `ready` and becomes `sleep infinity` (chrooted for
+//! the template kinds). The mounts never appear in the host's mount table and
+//! vanish with the holder. The host reaches the node's files through
+//! `/proc/<holder>/root`, and enters the node with `nsenter --target <holder>`.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{chown, DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use crate::cmd::{cmd, describe, run};
+use crate::error::{io, ClusterError, Result};
+use crate::spec::NodeKind;
+
+/// Mounts a template node: $1 template, $2 upper, $3 work, $4 merged root, $5 hostname.
+const TEMPLATE_SCRIPT: &str = r#"set -e
+r=$4
+mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$r"
+mount -t proc proc "$r/proc"
+mount -t sysfs sysfs "$r/sys"
+mount -t tmpfs -o mode=755,size=16m tmpfs "$r/dev"
+mknod -m 666 "$r/dev/null" c 1 3
+mknod -m 666 "$r/dev/zero" c 1 5
+mknod -m 666 "$r/dev/full" c 1 7
+mknod -m 666 "$r/dev/random" c 1 8
+mknod -m 666 "$r/dev/urandom" c 1 9
+mknod -m 666 "$r/dev/tty" c 5 0
+mkdir "$r/dev/pts" "$r/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$r/dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
+ln -s pts/ptmx "$r/dev/ptmx"
+ln -s /proc/self/fd "$r/dev/fd"
+ln -s /proc/self/fd/0 "$r/dev/stdin"
+ln -s /proc/self/fd/1 "$r/dev/stdout"
+ln -s /proc/self/fd/2 "$r/dev/stderr"
+mount -t tmpfs -o mode=755 tmpfs "$r/run"
+mkdir -m 755 "$r/run/sshd"
+hostname "$5"
+echo ready
+exec chroot "$r" sleep infinity >/dev/null
+"#;
+
+/// Mounts a local-Nix node over the host's root: $1 private /nix, $2 /etc upper, $3 /etc work, $4 hostname.
+const LOCAL_SCRIPT: &str = r#"set -e
+mount --bind "$1" /nix
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$2,workdir=$3" /etc
+mount -t tmpfs -o mode=700 tmpfs /root
+mount -t tmpfs -o mode=755 tmpfs /home
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -m 755 /run/sshd
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+hostname "$4"
+echo ready
+exec sleep infinity >/dev/null
+"#;
+
+/// The Nix settings of a local-Nix node: root works on the store directly.
+const LOCAL_NIX_CONF: &str = "build-users-group =\nsandbox = false\nsubstituters =\n";
+
+/// Creates the node's directories under `dir` and starts its holder in `netns`.
+pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) -> Result<Child> {
+    let mkdir = |sub: &str| -> Result<String> {
+        let p = dir.join(sub);
+        fs::create_dir_all(&p).map_err(io(format!("creating {}", p.display())))?;
+        Ok(p.to_string_lossy().into_owned())
+    };
+    let mut holder = cmd(
+        "ip",
+        ["netns", "exec", netns, "unshare", "--mount", "--uts"],
+    );
+    holder.args(["--propagation", "private", "sh", "-c"]);
+    match kind.template() {
+        Some(template) => {
+            let template = template.to_string_lossy().into_owned();
+            let (upper, work, root) = (mkdir("upper")?, mkdir("work")?, mkdir("root")?);
+            holder.args([TEMPLATE_SCRIPT, "sh", &template, &upper, &work, &root, name]);
+        }
+        None => {
+            let (nix, upper, work) = (mkdir("nix/store")?, mkdir("etc-upper")?, mkdir("etc-work")?);
+            let nix = nix.trim_end_matches("/store");
+            holder.args([LOCAL_SCRIPT, "sh", nix, &upper, &work, name]);
+        }
+    }
+    let log = dir.join("holder.log");
+    let log_file = fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+    let mut child = holder
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(io(format!("running `{}`", describe(&holder))))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = fs::read_to_string(&log).unwrap_or_default();
+        return Err(ClusterError::Node {
+            node: name.to_owned(),
+            detail: format!("mounting its file systems failed: {}", stderr.trim()),
+        });
+    }
+    Ok(child)
+}
+
+/// Generates the node's ed25519 host key under `root`; returns the public key
+/// as `ssh-ed25519 BASE64`.
+pub(crate) fn make_host_key(kind: NodeKind, name: &str, root: &Path) -> Result<String> {
+    let key = inside(root, kind.host_key());
+    for p in [key.clone(), key.with_extension("pub")] {
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("removing {}", p.display()))(e))
+            }
+            _ => {}
+        }
+    }
+    let key_str = key.to_string_lossy();
+    run(&mut cmd(
+        "ssh-keygen",
+        ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &key_str],
+    ))?;
+    let public = key.with_extension("pub");
+    let text = fs::read_to_string(&public).map_err(io(format!("reading {}", public.display())))?;
+    let fields: Vec<&str> = text.split_whitespace().take(2).collect();
+    match fields.as_slice() {
+        [algo, b64] => Ok(format!("{algo} {b64}")),
+        _ => Err(ClusterError::Node {
+            node: name.to_owned(),
+            detail: format!("malformed host key {}", public.display()),
+        }),
+    }
+}
+
+/// Writes the local-Nix node's private Nix settings under `root`.
+pub(crate) fn write_local_nix_conf(root: &Path) -> Result<()> {
+    let dir = inside(root, "/etc/nix");
+    fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let conf = dir.join("nix.conf");
+    fs::write(&conf, LOCAL_NIX_CONF).map_err(io(format!("writing {}", conf.display())))
+}
+
+/// The uid, gid and home of `user` in the node's /etc/passwd under `root`.
+pub(crate) fn user(root: &Path, node: &str, user: &str) -> Result<(u32, u32, String)> {
+    let passwd = inside(root, "/etc/passwd");
+    let text = fs::read_to_string(&passwd).map_err(io(format!("reading {}", passwd.display())))?;
+    let entry = text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        match f.as_slice() {
+            [u, _, uid, gid, _, home, ..] if *u == user => {
+                Some((uid.parse().ok()?, gid.parse().ok()?, (*home).to_owned()))
+            }
+            _ => None,
+        }
+    });
+    entry.ok_or_else(|| ClusterError::Node {
+        node: node.to_owned(),
+        detail: format!("no user {user} in its /etc/passwd"),
+    })
+}
+
+/// Authorizes `public_key` for the user with `uid`, `gid` and `home` in the node under `root`.
+pub(crate) fn authorize(
+    root: &Path,
+    (uid, gid, home): &(u32, u32, String),
+    public_key: &str,
+) -> Result<()> {
+    let ssh = inside(root, &format!("{home}/.ssh"));
+    let what = format!("authorizing the client key in {}", ssh.display());
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&ssh)
+        .map_err(io(&what))?;
+    let keys = ssh.join("authorized_keys");
+    fs::write(&keys, public_key).map_err(io(&what))?;
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o600)).map_err(io(&what))?;
+    for p in [&ssh, &keys] {
+        chown(p, Some(*uid), Some(*gid)).map_err(io(&what))?;
+    }
+    Ok(())
+}
+
+/// The host path of `path` inside the node whose root is `root`.
+pub(crate) fn inside(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}

@@ -8,7 +8,7 @@ use std::thread;
 use crate::cmd::{cmd, run};
 use crate::error::{io, ClusterError, Result};
 use crate::node::{Node, Start};
-use crate::spec::ClusterSpec;
+use crate::spec::{ClusterSpec, TEMPLATE_STAMP};
 use crate::state::{self, Lock};
 
 /// Running nodes. Dropping the cluster tears everything down: processes,
@@ -38,7 +38,7 @@ impl Cluster {
             });
         }
         for template in spec.nodes.iter().filter_map(|n| n.kind.template()) {
-            if !template.join("usr/sbin/sshd").exists() {
+            if !template.join(TEMPLATE_STAMP).exists() {
                 return Err(ClusterError::TemplateMissing(template));
             }
         }

@@ -65,6 +65,7 @@ impl Node {
             sshd: Mutex::new(None),
         };
         let root = node.root();
+        rootfs::ensure_isolated(node.kind, &node.name, &root)?;
         if node.kind == NodeKind::LocalNix {
             rootfs::write_local_nix_conf(&root)?;
             node.run_ok("id -u deploy >/dev/null 2>&1 || useradd -m -s /bin/bash -p '*' deploy; usermod -p '*' root")?;

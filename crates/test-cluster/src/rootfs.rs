@@ -3,20 +3,20 @@
 //!
 //! The holder is `ip netns exec <ns> unshare --mount --uts --propagation private sh -c SCRIPT`;
 //! the script mounts the node's file systems in that private mount namespace,
-//! sets the hostname, prints `ready` and becomes `sleep infinity` (chrooted for
-//! the template kinds). The mounts never appear in the host's mount table and
+//! sets the hostname, and becomes `sleep infinity` (chrooted for the template
+//! kinds), printing `ready` only once it is in its final root. The mounts never appear in the host's mount table and
 //! vanish with the holder. The host reaches the node's files through
 //! `/proc/<holder>/root`, and enters the node with `nsenter --target <holder>`.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{chown, DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{chown, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use crate::cmd::{cmd, describe, run};
 use crate::error::{io, ClusterError, Result};
-use crate::spec::NodeKind;
+use crate::spec::{NodeKind, TEMPLATE_STAMP};
 
 /// Mounts a template node: $1 template, $2 upper, $3 work, $4 merged root, $5 hostname.
 const TEMPLATE_SCRIPT: &str = r#"set -e
@@ -42,8 +42,7 @@ ln -s /proc/self/fd/2 "$r/dev/stderr"
 mount -t tmpfs -o mode=755 tmpfs "$r/run"
 mkdir -m 755 "$r/run/sshd"
 hostname "$5"
-echo ready
-exec chroot "$r" sleep infinity >/dev/null
+exec chroot "$r" /bin/sh -c 'echo ready && exec sleep infinity >/dev/null'
 "#;
 
 /// Mounts a local-Nix node over the host's root: $1 private /nix, $2 /etc upper, $3 /etc work, $4 hostname.
@@ -109,6 +108,27 @@ pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) 
         });
     }
     Ok(child)
+}
+
+/// Checks that `root` (a holder's `/proc/<pid>/root`) is the node's own root
+/// and not the host's, before anything is written through it: a template
+/// node's root holds the template's stamp, a local node's `/etc` is an overlay.
+pub(crate) fn ensure_isolated(kind: NodeKind, name: &str, root: &Path) -> Result<()> {
+    let isolated = match kind {
+        NodeKind::Trixie | NodeKind::Bare => root.join(TEMPLATE_STAMP).exists(),
+        NodeKind::LocalNix => match (fs::metadata(root.join("etc")), fs::metadata("/etc")) {
+            (Ok(node), Ok(host)) => node.dev() != host.dev(),
+            _ => false,
+        },
+    };
+    if isolated {
+        Ok(())
+    } else {
+        Err(ClusterError::Node {
+            node: name.to_owned(),
+            detail: format!("{} is not the node's own root", root.display()),
+        })
+    }
 }
 
 /// Generates the node's ed25519 host key under `root`; returns the public key

@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+/// The file (inside a template) that `scripts/setup-test-machine` writes last
+/// when it makes the templates; its name carries the templates' version.
+pub(crate) const TEMPLATE_STAMP: &str = "etc/nix-deploy-node-template-2";
+
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {

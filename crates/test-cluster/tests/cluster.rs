@@ -1,0 +1,251 @@
+//! The harness itself, end to end (needs root and scripts/setup-test-machine):
+//! real namespaces, overlays and sshd, reached with the OpenSSH client.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use test_cluster::{reap_stale, Cluster, ClusterSpec, Node, NodeKind, DATA_ROOT, STATE_ROOT};
+
+/// The stale-cluster test reaps; the others must not reap its leak first.
+static REAPING: RwLock<()> = RwLock::new(());
+
+fn ssh(cluster: &Cluster, node: &Node, user: &str, command: &str) -> Output {
+    Command::new("ssh")
+        .args(cluster.ssh_args(node, user))
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+fn ssh_ok(cluster: &Cluster, node: &Node, user: &str, command: &str) -> String {
+    let out = ssh(cluster, node, user, command);
+    assert!(
+        out.status.success(),
+        "ssh {user}@{} {command}: {}",
+        node.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn netns_list() -> String {
+    String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+}
+
+/// Asserts nothing of cluster `id` is left on the machine.
+fn assert_gone(id: &str, pids: &[u32]) {
+    assert!(
+        !netns_list().contains(&format!("nd-{id}-")),
+        "{}",
+        netns_list()
+    );
+    let links = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(!String::from_utf8_lossy(&links).contains(&format!("nd{id}")));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&format!("{DATA_ROOT}/{id}")), "{mounts}");
+    assert!(!Path::new(DATA_ROOT).join(id).exists());
+    assert!(!Path::new(STATE_ROOT).join(id).exists());
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "process left: {stat}"
+        );
+    }
+}
+
+#[test]
+fn four_nodes_of_three_kinds() {
+    let _shared = REAPING.read().unwrap();
+    let spec = ClusterSpec::new()
+        .node("t1", NodeKind::Trixie)
+        .node("t2", NodeKind::Trixie)
+        .node("bare", NodeKind::Bare)
+        .node("local", NodeKind::LocalNix);
+    let started = Instant::now();
+    let cluster = Cluster::start(&spec).unwrap();
+    eprintln!("4-node cluster started in {:?}", started.elapsed());
+    let [t1, t2, bare, local] = cluster.nodes() else {
+        panic!("4 nodes expected")
+    };
+
+    for node in cluster.nodes() {
+        let addr = node.run_ok("ip -4 addr show dev eth0").unwrap();
+        assert!(addr.contains(&format!("inet {}/30", node.ip())), "{addr}");
+        let netns = Command::new("ip")
+            .args(["netns", "exec", node.netns(), "ip", "addr"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&netns.stdout).contains(&node.ip().to_string()));
+        assert_eq!(
+            ssh_ok(&cluster, node, "root", "id -un; hostname"),
+            format!("root\n{}\n", node.name())
+        );
+        assert_eq!(
+            ssh_ok(&cluster, node, "deploy", "id -un; echo $HOME"),
+            "deploy\n/home/deploy\n"
+        );
+        assert!(node
+            .known_hosts_line()
+            .starts_with(&format!("{} ssh-ed25519 ", node.ip())));
+    }
+
+    for node in [t1, t2] {
+        assert!(ssh_ok(&cluster, node, "root", "nix-store --version").contains("(Nix) 2.26"));
+        node.run_ok("nix-store --verify").unwrap();
+    }
+    assert!(ssh_ok(&cluster, local, "root", "nix-store --version").contains("(Nix) 2.8"));
+    local.run_ok("nix-store --verify").unwrap();
+    assert!(!ssh(&cluster, bare, "root", "command -v nix-store")
+        .status
+        .success());
+    assert!(!bare.run("test -e /nix").unwrap().status.success());
+
+    // Each node's /nix, /etc and users are its own.
+    let marker = format!("/nix/store/marker-{}", cluster.id());
+    t1.run_ok(&format!("touch {marker}; useradd extra"))
+        .unwrap();
+    local.run_ok(&format!("touch {marker}-local")).unwrap();
+    assert!(!Path::new(&marker).exists() && !Path::new(&format!("{marker}-local")).exists());
+    for node in [t2, local] {
+        assert!(!node
+            .run(&format!("test -e {marker}"))
+            .unwrap()
+            .status
+            .success());
+        assert!(!node.run("id extra").unwrap().status.success());
+    }
+    assert!(!t2
+        .run(&format!("test -e {marker}-local"))
+        .unwrap()
+        .status
+        .success());
+    assert!(t1.root().join(marker.trim_start_matches('/')).exists());
+
+    // A node's sshd can die and come back.
+    t2.stop_sshd();
+    assert!(!ssh(&cluster, t2, "root", "true").status.success());
+    ssh_ok(&cluster, t1, "root", "true");
+    t2.start_sshd().unwrap();
+    ssh_ok(&cluster, t2, "root", "true");
+
+    // Shaping applies on both ends of the link.
+    local.shape(100).unwrap();
+    let host_side = Command::new("tc")
+        .args(["qdisc", "show", "dev", local.host_interface()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&host_side.stdout).contains("tbf"));
+    assert!(local
+        .run_ok("tc qdisc show dev eth0")
+        .unwrap()
+        .contains("rate 100Mbit"));
+    local.unshape().unwrap();
+    assert!(!local
+        .run_ok("tc qdisc show dev eth0")
+        .unwrap()
+        .contains("tbf"));
+
+    let id = cluster.id().to_owned();
+    let pids: Vec<u32> = cluster
+        .nodes()
+        .iter()
+        .flat_map(|n| n.pids().unwrap())
+        .collect();
+    assert!(pids.len() >= 8, "holder and sshd per node: {pids:?}");
+    drop(cluster);
+    assert_gone(&id, &pids);
+}
+
+#[test]
+fn clusters_start_in_parallel_and_go_on_panic() {
+    let _shared = REAPING.read().unwrap();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let cluster =
+                        Cluster::start(&ClusterSpec::uniform(NodeKind::Trixie, 2)).unwrap();
+                    let id = cluster.id().to_owned();
+                    for node in cluster.nodes() {
+                        ssh_ok(&cluster, node, "root", "true");
+                    }
+                    let failing = std::thread::spawn(move || {
+                        let _cluster = cluster;
+                        panic!("a failing test");
+                    });
+                    assert!(failing.join().is_err());
+                    id
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        assert_gone(id, &[]);
+    }
+}
+
+/// Run by `a_leaked_cluster_is_reaped` in a child process: leaks a cluster.
+#[test]
+#[ignore = "helper of a_leaked_cluster_is_reaped"]
+fn leak_a_cluster() {
+    if std::env::var_os("TEST_CLUSTER_LEAK").is_some() {
+        let cluster = Cluster::start(
+            &ClusterSpec::new()
+                .node("a", NodeKind::Bare)
+                .node("b", NodeKind::LocalNix),
+        )
+        .unwrap();
+        println!("LEAKED {}", cluster.id());
+        std::mem::forget(cluster);
+    }
+}
+
+#[test]
+fn a_leaked_cluster_is_reaped() {
+    let _exclusive = REAPING.write().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["leak_a_cluster", "--exact", "--ignored", "--nocapture"])
+        .env("TEST_CLUSTER_LEAK", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LEAKED "))
+        .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        .to_owned();
+    assert!(netns_list().contains(&format!("nd-{id}-0")));
+    assert!(Path::new(STATE_ROOT).join(&id).exists());
+    let pids: Vec<u32> = (0..2)
+        .flat_map(|i| {
+            let out = Command::new("ip")
+                .args(["netns", "pids", &format!("nd-{id}-{i}")])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    assert!(pids.len() >= 4, "{pids:?}");
+    assert!(reap_stale().unwrap() >= 1);
+    assert_gone(&id, &pids);
+}

@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -30,6 +31,7 @@ pub struct Node {
     host_public_key: String,
     holder: Child,
     sshd: Mutex<Option<Child>>,
+    nix_daemon: Mutex<Option<Child>>,
 }
 
 /// What a node needs from its cluster to start.
@@ -49,7 +51,7 @@ impl Node {
         let holder = match rootfs::start_holder(spec.kind, &spec.name, &link.netns, &s.dir) {
             Ok(h) => h,
             Err(e) => {
-                kill_netns_processes(&link.netns, None);
+                kill_netns_processes(&link.netns, &[]);
                 link.delete();
                 return Err(e);
             }
@@ -63,6 +65,7 @@ impl Node {
             host_public_key: String::new(),
             holder,
             sshd: Mutex::new(None),
+            nix_daemon: Mutex::new(None),
         };
         let root = node.root();
         rootfs::ensure_isolated(node.kind, &node.name, &root)?;
@@ -172,8 +175,67 @@ impl Node {
     }
 
     fn sshd(&self) -> MutexGuard<'_, Option<Child>> {
-        // A panic while holding the lock leaves an Option that is still valid.
-        self.sshd.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.sshd)
+    }
+
+    /// Spawns `command` as a service of the node, logging to `<name>.log` in its directory.
+    fn spawn_service(&self, mut command: Command, name: &str) -> Result<(Child, PathBuf)> {
+        let log = self.dir.join(format!("{name}.log"));
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io(format!("opening {}", log.display())))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(io(format!("running `{}`", describe(&command))))?;
+        Ok((child, log))
+    }
+
+    /// Starts a `nix-daemon` listening on the node's usual socket
+    /// (`/nix/var/nix/daemon-socket/socket`), as a packaged Nix would run it, so
+    /// that unprivileged users such as `deploy` can use the store. Not on
+    /// [`NodeKind::Bare`] nodes.
+    pub fn start_nix_daemon(&self) -> Result<()> {
+        let mut daemon = lock(&self.nix_daemon);
+        if daemon.is_some() {
+            return Ok(());
+        }
+        let socket = self.root().join("nix/var/nix/daemon-socket/socket");
+        // A socket left by an earlier daemon would look ready at once.
+        let _ = fs::remove_file(&socket);
+        let (child, log) = self.spawn_service(self.command("nix-daemon"), "nix-daemon")?;
+        *daemon = Some(child);
+        let deadline = Instant::now() + SSHD_TIMEOUT;
+        while Instant::now() < deadline {
+            if UnixStream::connect(&socket).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(mut c) = daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Err(ClusterError::Node {
+            node: self.name.clone(),
+            detail: format!(
+                "nix-daemon did not listen within {} s (log: {})",
+                SSHD_TIMEOUT.as_secs(),
+                log.display()
+            ),
+        })
+    }
+
+    /// Stops the `nix-daemon` [`Node::start_nix_daemon`] started.
+    pub fn stop_nix_daemon(&self) {
+        if let Some(mut c) = lock(&self.nix_daemon).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Starts the node's sshd (if not running) and waits until it answers.
@@ -182,20 +244,9 @@ impl Node {
         if sshd.is_some() {
             return Ok(());
         }
-        let log = self.dir.join("sshd.log");
-        let log_file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(io(format!("opening {}", log.display())))?;
         let mut c = self.command("/usr/sbin/sshd");
         c.args(["-D", "-e", "-o", "UsePAM=no", "-h", self.kind.host_key()]);
-        let child = c
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .map_err(io(format!("running `{}`", describe(&c))))?;
+        let (child, log) = self.spawn_service(c, "sshd")?;
         *sshd = Some(child);
         self.wait_sshd(sshd, &log)
     }
@@ -229,14 +280,15 @@ impl Node {
     }
 
     /// Kills the node's sshd and every session it serves (every process of the
-    /// node but its namespace holder), as when a VPS's sshd dies: new connections
-    /// are refused and open ones drop.
+    /// node but its namespace holder and its `nix-daemon` listener), as when a
+    /// VPS's sshd dies: new connections are refused and open ones drop.
     pub fn stop_sshd(&self) {
         if let Some(mut c) = self.sshd().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        kill_netns_processes(self.netns(), Some(self.holder.id()));
+        let daemon = lock(&self.nix_daemon).as_ref().map(Child::id);
+        kill_netns_processes(self.netns(), &[Some(self.holder.id()), daemon]);
     }
 
     /// Limits the node's link to `rate_mbit` Mbit/s each way (`tc qdisc ... tbf`).
@@ -260,12 +312,18 @@ fn banner(addr: SocketAddr) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
 }
 
+/// Locks `m`; a panic while it was held left an `Option` that is still valid.
+fn lock(m: &Mutex<Option<Child>>) -> MutexGuard<'_, Option<Child>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
+        self.stop_nix_daemon();
         self.stop_sshd();
         let _ = self.holder.kill();
         let _ = self.holder.wait();
-        kill_netns_processes(&self.link.netns, None);
+        kill_netns_processes(&self.link.netns, &[]);
         self.link.delete();
     }
 }

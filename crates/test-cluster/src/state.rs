@@ -152,15 +152,16 @@ fn release_slots(id: Option<&str>) {
     }
 }
 
-/// Kills every process in network namespace `netns` and waits until they are gone.
-pub(crate) fn kill_netns_processes(netns: &str, except: Option<u32>) {
+/// Kills every process in network namespace `netns` but those in `except`, and
+/// waits until they are gone.
+pub(crate) fn kill_netns_processes(netns: &str, except: &[Option<u32>]) {
     let Ok(pids) = run(&mut cmd("ip", ["netns", "pids", netns])) else {
         return;
     };
     let pids: Vec<u32> = pids
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
-        .filter(|p| Some(*p) != except)
+        .filter(|p| !except.contains(&Some(*p)))
         .collect();
     for pid in &pids {
         kill(*pid);
@@ -209,7 +210,7 @@ fn links_with_prefix(prefix: &str) -> Vec<String> {
 /// veths, files, address slots and its state directory.
 pub(crate) fn remove_cluster(id: &str) -> Result<()> {
     for netns in netns_with_prefix(&format!("nd-{id}-")) {
-        kill_netns_processes(&netns, None);
+        kill_netns_processes(&netns, &[]);
         let _ = run(&mut cmd("ip", ["netns", "delete", &netns]));
     }
     for link in links_with_prefix(&format!("nd{id}")) {

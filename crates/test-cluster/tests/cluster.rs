@@ -135,12 +135,24 @@ fn four_nodes_of_three_kinds() {
         .success());
     assert!(t1.root().join(marker.trim_start_matches('/')).exists());
 
+    // With a nix-daemon, the unprivileged user can use the store too.
+    for node in [t1, local] {
+        let add = "echo hi >/tmp/f && nix-store --add /tmp/f";
+        assert!(!ssh(&cluster, node, "deploy", add).status.success());
+        node.start_nix_daemon().unwrap();
+        assert!(ssh_ok(&cluster, node, "deploy", add).starts_with("/nix/store/"));
+    }
+
     // A node's sshd can die and come back.
     t2.stop_sshd();
     assert!(!ssh(&cluster, t2, "root", "true").status.success());
     ssh_ok(&cluster, t1, "root", "true");
     t2.start_sshd().unwrap();
     ssh_ok(&cluster, t2, "root", "true");
+    local.stop_sshd();
+    local.start_sshd().unwrap();
+    let add = "echo again >/tmp/g && nix-store --add /tmp/g";
+    assert!(ssh_ok(&cluster, local, "deploy", add).starts_with("/nix/store/"));
 
     // Shaping applies on both ends of the link.
     local.shape(100).unwrap();

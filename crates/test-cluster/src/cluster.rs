@@ -7,6 +7,7 @@ use std::thread;
 
 use crate::cmd::{cmd, run};
 use crate::error::{io, ClusterError, Result};
+use crate::net;
 use crate::node::{Node, Start};
 use crate::spec::{ClusterSpec, TEMPLATE_STAMP};
 use crate::state::{self, Lock};
@@ -30,6 +31,12 @@ impl Cluster {
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Err(ClusterError::NotRoot);
+        }
+        if spec.nodes.len() > net::MAX_NODES {
+            return Err(ClusterError::Node {
+                node: format!("#{}", spec.nodes.len()),
+                detail: format!("a cluster has at most {} nodes", net::MAX_NODES),
+            });
         }
         if let Some(name) = spec.invalid_name() {
             return Err(ClusterError::Node {
@@ -66,18 +73,14 @@ impl Cluster {
         let public_path = cluster.client_key.with_extension("pub");
         let public = fs::read_to_string(&public_path)
             .map_err(io(format!("reading {}", public_path.display())))?;
-        let slots = spec
-            .nodes
-            .iter()
-            .map(|_| state::reserve_slot(&cluster.id))
-            .collect::<Result<Vec<u16>>>()?;
+        let slot = state::reserve_slot(&cluster.id)?;
+        net::create_bridge(&cluster.id, slot)?;
         let started: Vec<Result<Node>> = thread::scope(|scope| {
             let handles: Vec<_> = spec
                 .nodes
                 .iter()
-                .zip(slots)
-                .enumerate()
-                .map(|(index, (node, slot))| {
+                .zip(0u8..)
+                .map(|(node, index)| {
                     let start = Start {
                         cluster_id: &cluster.id,
                         index,

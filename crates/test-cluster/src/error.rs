@@ -41,8 +41,8 @@ pub enum ClusterError {
         /// The sshd log file on the host.
         log: PathBuf,
     },
-    /// All the private /30 subnets of the harness are taken.
-    #[error("no free address slot left in 10.213.0.0/16")]
+    /// All the /24s of 10.213.0.0/16 are taken by running clusters.
+    #[error("no free /24 left in 10.213.0.0/16 (256 clusters run)")]
     NoFreeSlot,
     /// A node did not behave as expected (e.g. a file it should hold is malformed).
     #[error("node {node}: {detail}")]

@@ -1,7 +1,8 @@
 //! Throwaway "VPS" nodes on this machine, for tests, benchmarks and demos.
 //!
-//! Each node is a network namespace joined to the host by a veth pair (its own
-//! /30 in 10.213.0.0/16), a private mount and UTS namespace, and a real
+//! Each node is a network namespace joined by a veth pair to its cluster's
+//! bridge on the host (one /24 of 10.213.0.0/16 per cluster: the host and the
+//! nodes reach each other), a private mount and UTS namespace, and a real
 //! OpenSSH `sshd` on port 22 with its own ed25519 host key, authorizing the
 //! cluster's client key for `root` and the unprivileged `deploy`:
 //!

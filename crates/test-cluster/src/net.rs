@@ -1,5 +1,8 @@
-//! A node's network: its namespace, a veth pair to the host namespace with a
-//! private /30 subnet of 10.213.0.0/16, and optional shaping with `tc tbf`.
+//! The network of a cluster: a bridge `nd<id>b` in the host namespace holding
+//! the host's address 10.213.S.1 of the cluster's /24 (S its address slot), and
+//! per node a network namespace joined to the bridge by a veth pair, the node
+//! at 10.213.S.(i+2) on its `eth0`. The host and the nodes reach each other
+//! directly; nothing is routed. Links can be shaped with `tc tbf`.
 
 use std::net::Ipv4Addr;
 
@@ -11,24 +14,48 @@ use crate::error::Result;
 pub(crate) struct Link {
     /// The namespace's name, `nd-<cluster>-<i>`.
     pub netns: String,
-    /// The host end of the veth, `nd<cluster>h<i>`.
+    /// The host end of the veth, `nd<cluster>h<i>`, a port of the cluster's bridge.
     pub host_if: String,
-    /// The host's address on the link.
+    /// The host's address on the cluster's bridge.
     pub host_ip: Ipv4Addr,
     /// The node's address (on its `eth0`).
     pub node_ip: Ipv4Addr,
 }
 
-/// The host and node addresses of /30 subnet number `slot`.
-fn subnet(slot: u16) -> (Ipv4Addr, Ipv4Addr) {
-    let base = u32::from(Ipv4Addr::new(10, 213, 0, 0)) + u32::from(slot) * 4;
-    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+/// How many nodes a cluster's /24 holds.
+pub(crate) const MAX_NODES: usize = 253;
+
+/// Address `host` of /24 number `slot` in 10.213.0.0/16.
+fn address(slot: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 213, slot, host)
+}
+
+/// The bridge of cluster `id`.
+fn bridge(id: &str) -> String {
+    format!("nd{id}b")
+}
+
+/// Makes cluster `id`'s bridge, holding the host's address on /24 number `slot`.
+pub(crate) fn create_bridge(id: &str, slot: u8) -> Result<()> {
+    let br = bridge(id);
+    let ip = |args: &[&str]| run(&mut cmd("ip", args));
+    ip(&["link", "add", &br, "type", "bridge"])?;
+    ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", address(slot, 1)),
+        "dev",
+        &br,
+    ])?;
+    ip(&["link", "set", &br, "up"])?;
+    Ok(())
 }
 
 impl Link {
-    /// Makes node `index` of cluster `id`'s namespace and veth, on subnet `slot`.
-    pub(crate) fn create(id: &str, index: usize, slot: u16) -> Result<Link> {
-        let (host_ip, node_ip) = subnet(slot);
+    /// Makes the namespace and veth of node `index` (below [`MAX_NODES`]) of
+    /// cluster `id`, whose /24 is number `slot`.
+    pub(crate) fn create(id: &str, index: u8, slot: u8) -> Result<Link> {
+        let (host_ip, node_ip) = (address(slot, 1), address(slot, index + 2));
         let link = Link {
             netns: format!("nd-{id}-{index}"),
             host_if: format!("nd{id}h{index}"),
@@ -52,23 +79,9 @@ impl Link {
             ns,
         ])?;
         ip(&["-n", ns, "link", "set", &peer, "name", "eth0"])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{host_ip}/30"),
-            "dev",
-            &link.host_if,
-        ])?;
-        ip(&["link", "set", &link.host_if, "up"])?;
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{node_ip}/30"),
-            "dev",
-            "eth0",
-        ])?;
+        ip(&["link", "set", &link.host_if, "master", &bridge(id), "up"])?;
+        let node_cidr = format!("{node_ip}/24");
+        ip(&["-n", ns, "addr", "add", &node_cidr, "dev", "eth0"])?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         Ok(link)
@@ -109,23 +122,5 @@ impl Link {
     pub(crate) fn delete(&self) {
         let _ = run(&mut cmd("ip", ["netns", "delete", &self.netns]));
         let _ = run(&mut cmd("ip", ["link", "delete", &self.host_if]));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subnets_do_not_overlap() {
-        assert_eq!(
-            subnet(0),
-            (Ipv4Addr::new(10, 213, 0, 1), Ipv4Addr::new(10, 213, 0, 2))
-        );
-        assert_eq!(
-            subnet(64),
-            (Ipv4Addr::new(10, 213, 1, 1), Ipv4Addr::new(10, 213, 1, 2))
-        );
-        assert_eq!(subnet(16383).1, Ipv4Addr::new(10, 213, 255, 254));
     }
 }

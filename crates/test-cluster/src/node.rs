@@ -37,8 +37,8 @@ pub struct Node {
 /// What a node needs from its cluster to start.
 pub(crate) struct Start<'a> {
     pub cluster_id: &'a str,
-    pub index: usize,
-    pub slot: u16,
+    pub index: u8,
+    pub slot: u8,
     pub dir: PathBuf,
     pub client_key: &'a Path,
     pub client_public_key: &'a str,
@@ -97,7 +97,7 @@ impl Node {
         self.link.node_ip
     }
 
-    /// The host's address on the node's link (the node reaches the host there).
+    /// The host's address on the cluster's network (the node reaches the host there).
     pub fn host_ip(&self) -> Ipv4Addr {
         self.link.host_ip
     }
@@ -112,7 +112,8 @@ impl Node {
         &self.link.netns
     }
 
-    /// The host end of the node's veth (where [`Node::shape`] applies on the host side).
+    /// The host end of the node's veth, a port of the cluster's bridge (where
+    /// [`Node::shape`] applies on the host side).
     pub fn host_interface(&self) -> &str {
         &self.link.host_if
     }

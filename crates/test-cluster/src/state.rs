@@ -4,9 +4,9 @@
 //! Every cluster has an id of 6 characters, reserved by making the directory
 //! `/run/nix-deploy-cluster/<id>`, which holds `owner`: the pid and start time
 //! of the owning process. Its nodes' namespaces are named `nd-<id>-<i>`, its
-//! host-side veths `nd<id>h<i>`, its files live in
-//! `/var/tmp/nix-deploy-cluster/<id>`, and each node's /30 subnet is reserved
-//! by a symlink `/run/nix-deploy-cluster/slots/<n>` pointing at `<id>`. A
+//! bridge `nd<id>b` and host-side veths `nd<id>h<i>`, its files live in
+//! `/var/tmp/nix-deploy-cluster/<id>`, and its /24 (10.213.<n>.0/24) is
+//! reserved by a symlink `/run/nix-deploy-cluster/slots/<n>` pointing at `<id>`. A
 //! cluster whose owner process is gone is stale: [`reap_stale`] removes all of
 //! it. Reaping and id reservation hold an exclusive lock on
 //! `/run/nix-deploy-cluster/lock`, so they are safe across threads and processes.
@@ -23,8 +23,6 @@ use crate::error::{io, ClusterError, Result};
 pub const STATE_ROOT: &str = "/run/nix-deploy-cluster";
 /// Where the nodes' files live (overlay upper layers, keys, private stores).
 pub const DATA_ROOT: &str = "/var/tmp/nix-deploy-cluster";
-/// Number of /30 subnets in 10.213.0.0/16.
-const SLOTS: u16 = 16384;
 
 /// The state directory of cluster `id`.
 pub(crate) fn state_dir(id: &str) -> PathBuf {
@@ -120,9 +118,9 @@ pub(crate) fn reserve_id(_lock: &Lock) -> Result<String> {
     }
 }
 
-/// Reserves a free /30 subnet for a node of cluster `id`; returns its number.
-pub(crate) fn reserve_slot(id: &str) -> Result<u16> {
-    for n in 0..SLOTS {
+/// Reserves a free /24 of 10.213.0.0/16 for cluster `id`; returns its number.
+pub(crate) fn reserve_slot(id: &str) -> Result<u8> {
+    for n in 0..=u8::MAX {
         match std::os::unix::fs::symlink(id, slots_dir().join(n.to_string())) {
             Ok(()) => return Ok(n),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
@@ -207,7 +205,7 @@ fn links_with_prefix(prefix: &str) -> Vec<String> {
 }
 
 /// Removes everything of cluster `id` that is left: processes, namespaces,
-/// veths, files, address slots and its state directory.
+/// bridge and veths, files, address slot and its state directory.
 pub(crate) fn remove_cluster(id: &str) -> Result<()> {
     for netns in netns_with_prefix(&format!("nd-{id}-")) {
         kill_netns_processes(&netns, &[]);

@@ -69,7 +69,7 @@ fn assert_gone(id: &str, pids: &[u32]) {
 
 #[test]
 fn four_nodes_of_three_kinds() {
-    let _shared = REAPING.read().unwrap();
+    let _shared = REAPING.read().unwrap_or_else(|e| e.into_inner());
     let spec = ClusterSpec::new()
         .node("t1", NodeKind::Trixie)
         .node("t2", NodeKind::Trixie)
@@ -84,7 +84,7 @@ fn four_nodes_of_three_kinds() {
 
     for node in cluster.nodes() {
         let addr = node.run_ok("ip -4 addr show dev eth0").unwrap();
-        assert!(addr.contains(&format!("inet {}/30", node.ip())), "{addr}");
+        assert!(addr.contains(&format!("inet {}/24", node.ip())), "{addr}");
         let netns = Command::new("ip")
             .args(["netns", "exec", node.netns(), "ip", "addr"])
             .output()
@@ -102,6 +102,24 @@ fn four_nodes_of_three_kinds() {
             .known_hosts_line()
             .starts_with(&format!("{} ssh-ed25519 ", node.ip())));
     }
+
+    // Nodes reach each other: t2 through a jump over the bare node.
+    let jump = format!(
+        "ssh {} -W %h:%p",
+        cluster.ssh_args(bare, "deploy").join(" ")
+    );
+    let through = Command::new("ssh")
+        .args(["-o", &format!("ProxyCommand={jump}")])
+        .args(cluster.ssh_args(t2, "root"))
+        .arg("hostname")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&through.stdout),
+        "t2\n",
+        "{through:?}"
+    );
+    assert_eq!(t1.host_ip(), t2.host_ip());
 
     for node in [t1, t2] {
         assert!(ssh_ok(&cluster, node, "root", "nix-store --version").contains("(Nix) 2.26"));
@@ -184,7 +202,7 @@ fn four_nodes_of_three_kinds() {
 
 #[test]
 fn clusters_start_in_parallel_and_go_on_panic() {
-    let _shared = REAPING.read().unwrap();
+    let _shared = REAPING.read().unwrap_or_else(|e| e.into_inner());
     let ids: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|_| {
@@ -230,7 +248,7 @@ fn leak_a_cluster() {
 
 #[test]
 fn a_leaked_cluster_is_reaped() {
-    let _exclusive = REAPING.write().unwrap();
+    let _exclusive = REAPING.write().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["leak_a_cluster", "--exact", "--ignored", "--nocapture"])
         .env("TEST_CLUSTER_LEAK", "1")

@@ -92,3 +92,21 @@ impl ClusterSpec {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_valid_and_unique() {
+        assert_eq!(ClusterSpec::uniform(NodeKind::Bare, 3).invalid_name(), None);
+        let dup = ClusterSpec::new()
+            .node("a", NodeKind::Bare)
+            .node("a", NodeKind::Trixie);
+        assert_eq!(dup.invalid_name().as_deref(), Some("a"));
+        for bad in ["", "A", "a b", "a/b", &"x".repeat(33)] {
+            let spec = ClusterSpec::new().node(bad, NodeKind::Bare);
+            assert_eq!(spec.invalid_name().as_deref(), Some(bad));
+        }
+    }
+}

@@ -273,3 +273,34 @@ pub(crate) fn reap_stale_locked(_lock: &Lock) -> Result<usize> {
     release_slots(None);
     Ok(stale.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_alive_only_while_their_process_runs() {
+        assert!(owner_alive(&owner_record()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let record = format!(
+            "{} {}",
+            child.id(),
+            start_time(child.id()).unwrap_or_default()
+        );
+        child.wait().unwrap();
+        assert!(!owner_alive(&record));
+        // Same pid, another start time: a reused pid.
+        assert!(!owner_alive(&format!("{} 1", std::process::id())));
+        assert!(!owner_alive(""));
+        assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn ids_are_six_lowercase_alphanumerics() {
+        let id = random_id().unwrap();
+        assert_eq!(id.len(), 6);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    }
+}

@@ -173,7 +173,7 @@ fn four_nodes_of_three_kinds() {
     assert!(ssh_ok(&cluster, local, "deploy", add).starts_with("/nix/store/"));
 
     // Shaping applies on both ends of the link.
-    local.shape(100).unwrap();
+    local.shape(10).unwrap();
     let host_side = Command::new("tc")
         .args(["qdisc", "show", "dev", local.host_interface()])
         .output()
@@ -182,7 +182,11 @@ fn four_nodes_of_three_kinds() {
     assert!(local
         .run_ok("tc qdisc show dev eth0")
         .unwrap()
-        .contains("rate 100Mbit"));
+        .contains("rate 10Mbit"));
+    let started = Instant::now();
+    let out = ssh(&cluster, local, "root", "head -c 2500000 /dev/zero");
+    assert_eq!(out.stdout.len(), 2_500_000);
+    let shaped = started.elapsed();
     local.unshape().unwrap();
     assert!(!local
         .run_ok("tc qdisc show dev eth0")

@@ -192,6 +192,8 @@ fn four_nodes_of_three_kinds() {
         .run_ok("tc qdisc show dev eth0")
         .unwrap()
         .contains("tbf"));
+    // 20 Mbit at 10 Mbit/s: about 2 s.
+    assert!(shaped.as_secs_f64() > 1.6, "{shaped:?}");
 
     let id = cluster.id().to_owned();
     let pids: Vec<u32> = cluster

@@ -1,8 +1,9 @@
 //! The harness itself, end to end (needs root and scripts/setup-test-machine):
 //! real namespaces, overlays and sshd, reached with the OpenSSH client.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::RwLock;
 use std::time::Instant;
 
@@ -236,7 +237,8 @@ fn clusters_start_in_parallel_and_go_on_panic() {
     }
 }
 
-/// Run by `a_leaked_cluster_is_reaped` in a child process: leaks a cluster.
+/// Run by `a_leaked_cluster_is_reaped` in a child process: leaks a cluster,
+/// then exits when its stdin closes.
 #[test]
 #[ignore = "helper of a_leaked_cluster_is_reaped"]
 fn leak_a_cluster() {
@@ -249,25 +251,26 @@ fn leak_a_cluster() {
         .unwrap();
         println!("LEAKED {}", cluster.id());
         std::mem::forget(cluster);
+        std::io::stdin().read_to_end(&mut Vec::new()).unwrap();
     }
 }
 
 #[test]
 fn a_leaked_cluster_is_reaped() {
     let _exclusive = REAPING.write().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["leak_a_cluster", "--exact", "--ignored", "--nocapture"])
         .env("TEST_CLUSTER_LEAK", "1")
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let id = stdout
+        .by_ref()
         .lines()
-        .find_map(|l| l.strip_prefix("LEAKED "))
-        .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-        .to_owned();
-    assert!(netns_list().contains(&format!("nd-{id}-0")));
-    assert!(Path::new(STATE_ROOT).join(&id).exists());
+        .find_map(|l| l.unwrap().strip_prefix("LEAKED ").map(str::to_owned))
+        .expect("the child leaked no cluster");
     let pids: Vec<u32> = (0..2)
         .flat_map(|i| {
             let out = Command::new("ip")
@@ -281,7 +284,17 @@ fn a_leaked_cluster_is_reaped() {
                 .collect::<Vec<u32>>()
         })
         .collect();
-    assert!(pids.len() >= 4, "{pids:?}");
+    assert!(pids.len() >= 4, "holder and sshd per node: {pids:?}");
+
+    // While its owner lives, the cluster is not stale.
+    reap_stale().unwrap();
+    assert!(netns_list().contains(&format!("nd-{id}-1")));
+    assert!(Path::new(STATE_ROOT).join(&id).exists());
+
+    drop(child.stdin.take());
+    stdout.read_to_end(&mut Vec::new()).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(netns_list().contains(&format!("nd-{id}-0")));
     assert!(reap_stale().unwrap() >= 1);
     assert_gone(&id, &pids);
 }

@@ -57,11 +57,7 @@ fn up(args: &[String]) -> Result<(), String> {
             node.name(),
             node.ip(),
             node.netns(),
-            node.root()
-                .display()
-                .to_string()
-                .trim_start_matches("/proc/")
-                .trim_end_matches("/root"),
+            node.pid(),
             cluster.ssh_args(node, "root").join(" ")
         );
     }

@@ -43,9 +43,10 @@ fn up(args: &[String]) -> Result<(), String> {
             n => count = n.parse().map_err(|_| USAGE.to_owned())?,
         }
     }
-    let signals = block_signals();
     let started = std::time::Instant::now();
     let cluster = Cluster::start(&ClusterSpec::uniform(kind, count)).map_err(|e| e.to_string())?;
+    // Only now: the nodes' processes would inherit the blocked signals.
+    let signals = block_signals();
     println!(
         "{count} node(s) up in {:.1?} (cluster {})",
         started.elapsed(),
@@ -68,7 +69,7 @@ fn up(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Blocks SIGINT and SIGTERM in every thread (call before spawning any), so
+/// Blocks SIGINT and SIGTERM (the process has only this thread now), so
 /// [`wait_for`] can receive them.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; the calls only read and write `set`.

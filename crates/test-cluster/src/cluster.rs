@@ -1,5 +1,5 @@
-//! A set of nodes started together, with one client key and one known_hosts
-//! file, torn down together on drop.
+//! A set of nodes started together, with one client key, one known_hosts file
+//! and one OpenSSH config file, torn down together on drop.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ pub struct Cluster {
     dir: PathBuf,
     client_key: PathBuf,
     known_hosts: PathBuf,
+    ssh_config: PathBuf,
     nodes: Vec<Node>,
 }
 
@@ -58,6 +59,7 @@ impl Cluster {
         let mut cluster = Cluster {
             client_key: dir.join("client_key"),
             known_hosts: dir.join("known_hosts"),
+            ssh_config: dir.join("ssh_config"),
             dir,
             id,
             nodes: Vec::new(),
@@ -121,6 +123,13 @@ impl Cluster {
             .collect();
         fs::write(&cluster.known_hosts, lines)
             .map_err(io(format!("writing {}", cluster.known_hosts.display())))?;
+        let config: String = cluster
+            .nodes
+            .iter()
+            .map(|n| cluster.host_block(n))
+            .collect();
+        fs::write(&cluster.ssh_config, config)
+            .map_err(io(format!("writing {}", cluster.ssh_config.display())))?;
         Ok(cluster)
     }
 
@@ -147,6 +156,27 @@ impl Cluster {
     /// An OpenSSH known_hosts file listing every node's host key.
     pub fn known_hosts(&self) -> &Path {
         &self.known_hosts
+    }
+
+    /// An OpenSSH client config file with a `Host` block per node, named as the
+    /// node, logging in as `root` with the cluster's key and known_hosts:
+    /// `ssh -F <file> node0`, `ssh -F <file> -J node0 deploy@node1`.
+    pub fn ssh_config(&self) -> &Path {
+        &self.ssh_config
+    }
+
+    /// The `Host` block of `node` in [`Cluster::ssh_config`].
+    fn host_block(&self, node: &Node) -> String {
+        format!(
+            "Host {}\n  HostName {}\n  Port {}\n  User root\n  IdentityFile {}\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  \
+             BatchMode yes\n",
+            node.name(),
+            node.ip(),
+            node.ssh_port(),
+            self.client_key.display(),
+            self.known_hosts.display()
+        )
     }
 
     /// The OpenSSH client arguments that log in to `node` as `user`

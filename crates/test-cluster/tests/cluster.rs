@@ -121,6 +121,16 @@ fn four_nodes_of_three_kinds() {
         "{through:?}"
     );
     assert_eq!(t1.host_ip(), t2.host_ip());
+    let config = cluster.ssh_config().to_str().unwrap();
+    let jumped = Command::new("ssh")
+        .args(["-F", config, "-J", "local", "deploy@t1", "id -un; hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&jumped.stdout),
+        "deploy\nt1\n",
+        "{jumped:?}"
+    );
 
     for node in [t1, t2] {
         assert!(ssh_ok(&cluster, node, "root", "nix-store --version").contains("(Nix) 2.26"));

@@ -54,14 +54,15 @@ fn up(args: &[String]) -> Result<(), String> {
     );
     for node in cluster.nodes() {
         println!(
-            "{}: {} ({}), inside: nsenter -t {} -n -m -u -r -w bash\n  ssh {}",
+            "{}: {} ({}), inside without ssh: nsenter -t {} -n -m -u -r -w bash",
             node.name(),
             node.ip(),
             node.netns(),
             node.pid(),
-            cluster.ssh_args(node, "root").join(" ")
         );
     }
+    let config = cluster.ssh_config().display();
+    println!("ssh -F {config} NODE (as root), ssh -F {config} deploy@NODE, scp -F {config} ...");
     println!("Ctrl-C tears the cluster down.");
     wait_for(&signals);
     println!("tearing down");

@@ -5,7 +5,7 @@
 //! `/run/nix-deploy-cluster/<id>`, which holds `owner`: the pid and start time
 //! of the owning process. Its nodes' namespaces are named `nd-<id>-<i>`, its
 //! bridge `nd<id>b` and host-side veths `nd<id>h<i>`, its files live in
-//! `/var/tmp/nix-deploy-cluster/<id>`, and its /24 (10.213.<n>.0/24) is
+//! `/var/tmp/nix-deploy-cluster/<id>`, and its /24 (`10.213.<n>.0/24`) is
 //! reserved by a symlink `/run/nix-deploy-cluster/slots/<n>` pointing at `<id>`. A
 //! cluster whose owner process is gone is stale: [`reap_stale`] removes all of
 //! it. Reaping and id reservation hold an exclusive lock on

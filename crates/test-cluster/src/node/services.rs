@@ -44,7 +44,7 @@ impl Node {
     /// Starts a `nix-daemon` listening on the node's usual socket
     /// (`/nix/var/nix/daemon-socket/socket`), as a packaged Nix would run it, so
     /// that unprivileged users such as `deploy` can use the store. Not on
-    /// [`NodeKind::Bare`] nodes.
+    /// [`crate::NodeKind::Bare`] nodes.
     pub fn start_nix_daemon(&self) -> Result<()> {
         let mut daemon = lock(&self.nix_daemon);
         if daemon.is_some() {

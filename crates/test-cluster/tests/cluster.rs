@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use test_cluster::{reap_stale, Cluster, ClusterSpec, Node, NodeKind, DATA_ROOT, STATE_ROOT};
 
-/// The stale-cluster test reaps; the others must not reap its leak first.
+/// The stale-cluster test reaps (the others must not reap its leak first) and
+/// the bad-spec test counts clusters: they run alone.
 static REAPING: RwLock<()> = RwLock::new(());
 
 fn ssh(cluster: &Cluster, node: &Node, user: &str, command: &str) -> Output {
@@ -307,4 +308,19 @@ fn a_leaked_cluster_is_reaped() {
     assert!(netns_list().contains(&format!("nd-{id}-0")));
     assert!(reap_stale().unwrap() >= 1);
     assert_gone(&id, &pids);
+}
+
+#[test]
+fn bad_specs_are_refused_before_anything_is_made() {
+    // Exclusive: the other tests' clusters would change the count.
+    let _exclusive = REAPING.write().unwrap_or_else(|e| e.into_inner());
+    let before = std::fs::read_dir(STATE_ROOT).unwrap().count();
+    let dup = ClusterSpec::new()
+        .node("a", NodeKind::Bare)
+        .node("a", NodeKind::Bare);
+    let err = Cluster::start(&dup).unwrap_err();
+    assert!(err.to_string().contains("duplicate"), "{err}");
+    let too_many = ClusterSpec::uniform(NodeKind::LocalNix, 254);
+    assert!(Cluster::start(&too_many).is_err());
+    assert_eq!(std::fs::read_dir(STATE_ROOT).unwrap().count(), before);
 }

@@ -175,6 +175,14 @@ impl Node {
         cmd::run(self.command("/bin/sh").args(["-c", shell]))
     }
 
+    /// Authorizes one more public key (an authorized_keys line, e.g. an ecdsa,
+    /// rsa or passphrase-protected client key of a test) for `user` on the node.
+    pub fn authorize_key(&self, user: &str, public_key: &str) -> Result<()> {
+        let root = self.root();
+        let account = rootfs::user(&root, &self.name, user)?;
+        rootfs::authorize(&root, &account, public_key)
+    }
+
     /// Limits the node's link to `rate_mbit` Mbit/s each way (`tc qdisc ... tbf`).
     pub fn shape(&self, rate_mbit: u32) -> Result<()> {
         self.link.shape(Some(rate_mbit))

@@ -9,7 +9,7 @@
 //! `/proc/<holder>/root`, and enters the node with `nsenter --target <holder>`.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{chown, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -187,21 +187,28 @@ pub(crate) fn user(root: &Path, node: &str, user: &str) -> Result<(u32, u32, Str
     })
 }
 
-/// Authorizes `public_key` for the user with `uid`, `gid` and `home` in the node under `root`.
+/// Adds `public_key` (one authorized_keys line) for the user with `uid`, `gid` and `home` in the node under `root`.
 pub(crate) fn authorize(
     root: &Path,
     (uid, gid, home): &(u32, u32, String),
     public_key: &str,
 ) -> Result<()> {
     let ssh = inside(root, &format!("{home}/.ssh"));
-    let what = format!("authorizing the client key in {}", ssh.display());
+    let what = format!("authorizing a key in {}", ssh.display());
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&ssh)
         .map_err(io(&what))?;
     let keys = ssh.join("authorized_keys");
-    fs::write(&keys, public_key).map_err(io(&what))?;
+    let mut line = public_key.trim_end().to_owned();
+    line.push('\n');
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&keys)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(io(&what))?;
     fs::set_permissions(&keys, fs::Permissions::from_mode(0o600)).map_err(io(&what))?;
     for p in [&ssh, &keys] {
         chown(p, Some(*uid), Some(*gid)).map_err(io(&what))?;

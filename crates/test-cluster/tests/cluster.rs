@@ -105,6 +105,31 @@ fn four_nodes_of_three_kinds() {
             .starts_with(&format!("{} ssh-ed25519 ", node.ip())));
     }
 
+    // More keys can be authorized, e.g. an ecdsa one.
+    let dir = std::env::temp_dir().join(format!("test-cluster-{}", cluster.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ecdsa = dir.join("ecdsa");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f", ecdsa.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let public = std::fs::read_to_string(ecdsa.with_extension("pub")).unwrap();
+    let with_ecdsa = |node: &Node| {
+        let known_hosts = format!("UserKnownHostsFile={}", cluster.known_hosts().display());
+        Command::new("ssh")
+            .args(["-i", ecdsa.to_str().unwrap(), "-o", "IdentitiesOnly=yes"])
+            .args(["-o", &known_hosts, "-o", "BatchMode=yes"])
+            .arg(format!("deploy@{}", node.ip()))
+            .arg("true")
+            .output()
+            .unwrap()
+    };
+    assert!(!with_ecdsa(bare).status.success());
+    bare.authorize_key("deploy", &public).unwrap();
+    assert!(with_ecdsa(bare).status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+
     // Nodes reach each other: t2 through a jump over the bare node.
     let jump = format!(
         "ssh {} -W %h:%p",

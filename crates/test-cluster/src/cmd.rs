@@ -1,5 +1,6 @@
 //! Running the external tools the harness drives (`ip`, `tc`, `nsenter`...).
 
+use std::fs;
 use std::process::{Command, Output, Stdio};
 
 use crate::error::{io, ClusterError, Result};
@@ -61,4 +62,16 @@ pub(crate) fn kill(pid: u32) {
             libc::kill(pid, libc::SIGKILL);
         }
     }
+}
+
+/// The child of process `parent`, if it has one.
+pub(crate) fn child_of(parent: u32) -> Option<u32> {
+    let parent = parent.to_string();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+        // Fields after the parenthesised command name: state, then ppid.
+        let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
+        (ppid == parent).then_some(pid)
+    })
 }

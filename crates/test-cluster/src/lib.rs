@@ -2,7 +2,7 @@
 //!
 //! Each node is a network namespace joined by a veth pair to its cluster's
 //! bridge on the host (one /24 of 10.213.0.0/16 per cluster: the host and the
-//! nodes reach each other), a private mount and UTS namespace, and a real
+//! nodes reach each other), private mount, UTS and pid namespaces, and a real
 //! OpenSSH `sshd` on port 22 with its own ed25519 host key, authorizing the
 //! cluster's client key for `root` and the unprivileged `deploy`:
 //!

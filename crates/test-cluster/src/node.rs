@@ -24,7 +24,7 @@ pub struct Node {
     dir: PathBuf,
     client_key: PathBuf,
     host_public_key: String,
-    holder: Child,
+    holder: rootfs::Holder,
     sshd: Mutex<Option<Child>>,
     nix_daemon: Mutex<Option<Child>>,
 }
@@ -128,18 +128,19 @@ impl Node {
         format!("{} {}", self.ip(), self.host_public_key)
     }
 
-    /// The node's root directory as seen from the host (`/proc/<holder>/root`):
+    /// The node's root directory as seen from the host (`/proc/<init>/root`):
     /// files written there land in the node.
     pub fn root(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root", self.holder.id()))
+        PathBuf::from(format!("/proc/{}/root", self.holder.init))
     }
 
-    /// The pid of the node's namespace holder, for `nsenter --target`.
+    /// The host's pid of the node's init (pid 1 in the node), for `nsenter --target`.
     pub fn pid(&self) -> u32 {
-        self.holder.id()
+        self.holder.init
     }
 
-    /// Pids of every process in the node (namespace holder, sshd, sessions).
+    /// Host pids of every process in the node's network namespace (namespace
+    /// holder and init, sshd, sessions...).
     pub fn pids(&self) -> Result<Vec<u32>> {
         let out = cmd::run(&mut cmd::cmd("ip", ["netns", "pids", self.netns()]))?;
         Ok(out
@@ -149,11 +150,14 @@ impl Node {
     }
 
     /// A command running `program` inside the node, as root, without SSH: in its
-    /// network, mount and UTS namespaces and its root, with a clean environment.
+    /// network, mount, UTS and pid namespaces and its root, with a clean environment.
+    /// (`nsenter` forks `program` into the node's pid namespace and waits for it.)
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.args(["--target", &self.holder.id().to_string()]);
-        c.args(["--net", "--mount", "--uts", "--root", "--wd", "--", program]);
+        c.args(["--target", &self.holder.init.to_string()]);
+        c.args([
+            "--net", "--mount", "--uts", "--pid", "--root", "--wd", "--", program,
+        ]);
         c.env_clear()
             .env(
                 "PATH",
@@ -198,8 +202,8 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop_nix_daemon();
         self.stop_sshd();
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
+        let _ = self.holder.child.kill();
+        let _ = self.holder.child.wait();
         kill_netns_processes(&self.link.netns, &[]);
         self.link.delete();
     }

@@ -1,12 +1,15 @@
 //! A node's file systems and users: the namespace holder process that owns
 //! its mounts, and the keys and accounts written into its root.
 //!
-//! The holder is `ip netns exec <ns> unshare --mount --uts --propagation private sh -c SCRIPT`;
-//! the script mounts the node's file systems in that private mount namespace,
-//! sets the hostname, and becomes `sleep infinity` (chrooted for the template
-//! kinds), printing `ready` only once it is in its final root. The mounts never appear in the host's mount table and
-//! vanish with the holder. The host reaches the node's files through
-//! `/proc/<holder>/root`, and enters the node with `nsenter --target <holder>`.
+//! The holder is `ip netns exec <ns> unshare --mount --uts --pid --fork
+//! --kill-child --propagation private sh -c SCRIPT`: the script runs as the
+//! node's init (pid 1 of its own pid namespace), mounts the node's file systems
+//! (with a /proc of that pid namespace) in its private mount namespace, sets the
+//! hostname and becomes `sleep infinity` (chrooted for the template kinds),
+//! printing `ready` only once it is in its final root. The mounts never appear
+//! in the host's mount table; killing the holder kills the init, which ends
+//! every process of the node and its mounts. The host reaches the node's files
+//! through `/proc/<init>/root` and enters it with `nsenter --target <init>`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +17,7 @@ use std::os::unix::fs::{chown, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
-use crate::cmd::{cmd, describe, run};
+use crate::cmd::{child_of, cmd, describe, run};
 use crate::error::{io, ClusterError, Result};
 use crate::spec::{NodeKind, TEMPLATE_STAMP};
 
@@ -47,6 +50,7 @@ exec chroot "$r" /bin/sh -c 'echo ready && exec sleep infinity >/dev/null'
 
 /// Mounts a local-Nix node over the host's root: $1 private /nix, $2 /etc upper, $3 /etc work, $4 hostname.
 const LOCAL_SCRIPT: &str = r#"set -e
+mount -t proc proc /proc
 mount --bind "$1" /nix
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$2,workdir=$3" /etc
 mount -t tmpfs -o mode=700 tmpfs /root
@@ -62,8 +66,17 @@ exec sleep infinity >/dev/null
 /// The Nix settings of a local-Nix node: root works on the store directly.
 const LOCAL_NIX_CONF: &str = "build-users-group =\nsandbox = false\nsubstituters =\n";
 
+/// A node's namespace holder.
+#[derive(Debug)]
+pub(crate) struct Holder {
+    /// The `unshare` process; killing it kills the init.
+    pub child: Child,
+    /// The node's init, as the host numbers it.
+    pub init: u32,
+}
+
 /// Creates the node's directories under `dir` and starts its holder in `netns`.
-pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) -> Result<Child> {
+pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) -> Result<Holder> {
     let mkdir = |sub: &str| -> Result<String> {
         let p = dir.join(sub);
         fs::create_dir_all(&p).map_err(io(format!("creating {}", p.display())))?;
@@ -73,7 +86,14 @@ pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) 
         "ip",
         ["netns", "exec", netns, "unshare", "--mount", "--uts"],
     );
-    holder.args(["--propagation", "private", "sh", "-c"]);
+    holder.args([
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+    ]);
+    holder.args(["sh", "-c"]);
     match kind.template() {
         Some(template) => {
             let template = template.to_string_lossy().into_owned();
@@ -98,7 +118,8 @@ pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) 
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
-    if line.trim() != "ready" {
+    let init = child_of(child.id());
+    let Some(init) = init.filter(|_| line.trim() == "ready") else {
         let _ = child.kill();
         let _ = child.wait();
         let stderr = fs::read_to_string(&log).unwrap_or_default();
@@ -106,11 +127,11 @@ pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) 
             node: name.to_owned(),
             detail: format!("mounting its file systems failed: {}", stderr.trim()),
         });
-    }
-    Ok(child)
+    };
+    Ok(Holder { child, init })
 }
 
-/// Checks that `root` (a holder's `/proc/<pid>/root`) is the node's own root
+/// Checks that `root` (the init's `/proc/<pid>/root`) is the node's own root
 /// and not the host's, before anything is written through it: a template
 /// node's root holds the template's stamp, a local node's `/etc` is an overlay.
 pub(crate) fn ensure_isolated(kind: NodeKind, name: &str, root: &Path) -> Result<()> {

@@ -54,7 +54,7 @@ fn up(args: &[String]) -> Result<(), String> {
     );
     for node in cluster.nodes() {
         println!(
-            "{}: {} ({}), inside without ssh: nsenter -t {} -n -m -u -r -w bash",
+            "{}: {} ({}), inside without ssh: nsenter -t {} -n -m -u -p -r -w bash",
             node.name(),
             node.ip(),
             node.netns(),

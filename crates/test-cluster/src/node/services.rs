@@ -1,5 +1,6 @@
 //! A node's services: its sshd and, on request, a `nix-daemon`, each a child
-//! process of the harness running inside the node.
+//! process of the harness: `nsenter` (our child) forks the service into the
+//! node's pid namespace and waits for it; stopping one kills that fork.
 
 use std::fs;
 use std::io::Read;
@@ -11,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Node;
-use crate::cmd::describe;
+use crate::cmd::{child_of, describe, kill};
 use crate::error::{io, ClusterError, Result};
 use crate::state::kill_netns_processes;
 
@@ -62,9 +63,8 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Some(mut c) = daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = daemon.take() {
+            stop(c);
         }
         Err(ClusterError::Node {
             node: self.name.clone(),
@@ -78,9 +78,8 @@ impl Node {
 
     /// Stops the `nix-daemon` [`Node::start_nix_daemon`] started.
     pub fn stop_nix_daemon(&self) {
-        if let Some(mut c) = lock(&self.nix_daemon).take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = lock(&self.nix_daemon).take() {
+            stop(c);
         }
     }
 
@@ -113,9 +112,8 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Some(mut c) = sshd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = sshd.take() {
+            stop(c);
         }
         Err(ClusterError::SshdTimeout {
             node: self.name.clone(),
@@ -129,12 +127,17 @@ impl Node {
     /// node but its namespace holder and its `nix-daemon` listener), as when a
     /// VPS's sshd dies: new connections are refused and open ones drop.
     pub fn stop_sshd(&self) {
-        if let Some(mut c) = self.sshd().take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.sshd().take() {
+            stop(c);
         }
         let daemon = lock(&self.nix_daemon).as_ref().map(Child::id);
-        kill_netns_processes(self.netns(), &[Some(self.holder.id()), daemon]);
+        let spared = [
+            Some(self.holder.child.id()),
+            Some(self.holder.init),
+            daemon,
+            daemon.and_then(child_of),
+        ];
+        kill_netns_processes(self.netns(), &spared);
     }
 }
 
@@ -146,6 +149,19 @@ fn banner(addr: SocketAddr) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
+}
+
+/// Stops a service: kills what `nsenter` forked and lets `nsenter` reap it and
+/// exit (killing `nsenter` first would leave the service's zombie to the host's
+/// init, and the node's init waiting for it); kills `nsenter` if it had not forked.
+fn stop(mut nsenter: Child) {
+    match child_of(nsenter.id()) {
+        Some(service) => kill(service),
+        None => {
+            let _ = nsenter.kill();
+        }
+    }
+    let _ = nsenter.wait();
 }
 
 /// Locks `m`; a panic while it was held left an `Option` that is still valid.

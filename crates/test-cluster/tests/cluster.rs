@@ -100,6 +100,16 @@ fn four_nodes_of_three_kinds() {
             ssh_ok(&cluster, node, "deploy", "id -un; echo $HOME"),
             "deploy\n/home/deploy\n"
         );
+        // Its own pid namespace: pid 1 is the node's init, the host's processes are hidden.
+        let procs = ssh_ok(
+            &cluster,
+            node,
+            "root",
+            "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'",
+        );
+        let (init, count) = procs.split_once('\n').unwrap();
+        assert_eq!(init, "sleep");
+        assert!(count.trim().parse::<u32>().unwrap() < 20, "{procs}");
         assert!(node
             .known_hosts_line()
             .starts_with(&format!("{} ssh-ed25519 ", node.ip())));

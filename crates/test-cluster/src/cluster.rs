@@ -1,0 +1,210 @@
+//! A set of nodes started together, with one client key, one known_hosts file
+//! and one OpenSSH config file, torn down together on drop.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use crate::cmd::{cmd, run};
+use crate::error::{io, ClusterError, Result};
+use crate::net;
+use crate::node::{Node, Start};
+use crate::spec::{ClusterSpec, TEMPLATE_STAMP};
+use crate::state::{self, Lock};
+
+/// Running nodes. Dropping the cluster tears everything down: processes,
+/// namespaces, veths, files and its records; if the owning process dies
+/// instead, the next [`Cluster::start`] (or [`crate::reap_stale`]) does it.
+#[derive(Debug)]
+pub struct Cluster {
+    id: String,
+    dir: PathBuf,
+    client_key: PathBuf,
+    known_hosts: PathBuf,
+    ssh_config: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Reaps stale clusters, then starts the nodes of `spec` (in parallel).
+    /// Needs root and, for template kinds, `scripts/setup-test-machine`'s templates.
+    pub fn start(spec: &ClusterSpec) -> Result<Cluster> {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(ClusterError::NotRoot);
+        }
+        if spec.nodes.len() > net::MAX_NODES {
+            return Err(ClusterError::Node {
+                node: format!("#{}", spec.nodes.len()),
+                detail: format!("a cluster has at most {} nodes", net::MAX_NODES),
+            });
+        }
+        if let Some(name) = spec.invalid_name() {
+            return Err(ClusterError::Node {
+                node: name,
+                detail: "invalid or duplicate name (use [a-z0-9-], at most 32 characters)".into(),
+            });
+        }
+        for template in spec.nodes.iter().filter_map(|n| n.kind.template()) {
+            if !template.join(TEMPLATE_STAMP).exists() {
+                return Err(ClusterError::TemplateMissing(template));
+            }
+        }
+        let id = {
+            let lock = Lock::take()?;
+            state::reap_stale_locked(&lock)?;
+            state::reserve_id(&lock)?
+        };
+        let dir = state::data_dir(&id);
+        let mut cluster = Cluster {
+            client_key: dir.join("client_key"),
+            known_hosts: dir.join("known_hosts"),
+            ssh_config: dir.join("ssh_config"),
+            dir,
+            id,
+            nodes: Vec::new(),
+        };
+        fs::create_dir_all(&cluster.dir)
+            .map_err(io(format!("creating {}", cluster.dir.display())))?;
+        let key = cluster.client_key.to_string_lossy().into_owned();
+        let comment = format!("nd-{}", cluster.id);
+        run(&mut cmd(
+            "ssh-keygen",
+            ["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &key],
+        ))?;
+        let public_path = cluster.client_key.with_extension("pub");
+        let public = fs::read_to_string(&public_path)
+            .map_err(io(format!("reading {}", public_path.display())))?;
+        let slot = state::reserve_slot(&cluster.id)?;
+        net::create_bridge(&cluster.id, slot)?;
+        let started: Vec<Result<Node>> = thread::scope(|scope| {
+            let handles: Vec<_> = spec
+                .nodes
+                .iter()
+                .zip(0u8..)
+                .map(|(node, index)| {
+                    let start = Start {
+                        cluster_id: &cluster.id,
+                        index,
+                        slot,
+                        dir: cluster.dir.join(&node.name),
+                        client_key: &cluster.client_key,
+                        client_public_key: &public,
+                    };
+                    scope.spawn(move || Node::start(node, start))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ClusterError::Node {
+                            node: "?".into(),
+                            detail: "starting it panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut first_error = None;
+        for result in started {
+            match result {
+                Ok(node) => cluster.nodes.push(node),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let lines: String = cluster
+            .nodes
+            .iter()
+            .map(|n| n.known_hosts_line() + "\n")
+            .collect();
+        fs::write(&cluster.known_hosts, lines)
+            .map_err(io(format!("writing {}", cluster.known_hosts.display())))?;
+        let config: String = cluster
+            .nodes
+            .iter()
+            .map(|n| cluster.host_block(n))
+            .collect();
+        fs::write(&cluster.ssh_config, config)
+            .map_err(io(format!("writing {}", cluster.ssh_config.display())))?;
+        Ok(cluster)
+    }
+
+    /// The cluster's id, part of every name it uses (`nd-<id>-<i>` namespaces).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The nodes, in the order of the spec.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name() == name)
+    }
+
+    /// The client private key authorized on every node for `root` and `deploy`.
+    pub fn client_key(&self) -> &Path {
+        &self.client_key
+    }
+
+    /// An OpenSSH known_hosts file listing every node's host key.
+    pub fn known_hosts(&self) -> &Path {
+        &self.known_hosts
+    }
+
+    /// An OpenSSH client config file with a `Host` block per node, named as the
+    /// node, logging in as `root` with the cluster's key and known_hosts:
+    /// `ssh -F <file> node0`, `ssh -F <file> -J node0 deploy@node1`.
+    pub fn ssh_config(&self) -> &Path {
+        &self.ssh_config
+    }
+
+    /// The `Host` block of `node` in [`Cluster::ssh_config`].
+    fn host_block(&self, node: &Node) -> String {
+        format!(
+            "Host {}\n  HostName {}\n  Port {}\n  User root\n  IdentityFile {}\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  \
+             BatchMode yes\n",
+            node.name(),
+            node.ip(),
+            node.ssh_port(),
+            self.client_key.display(),
+            self.known_hosts.display()
+        )
+    }
+
+    /// The OpenSSH client arguments that log in to `node` as `user`
+    /// non-interactively with the cluster's key and known_hosts (then the command).
+    pub fn ssh_args(&self, node: &Node, user: &str) -> Vec<String> {
+        vec![
+            "-i".into(),
+            self.client_key.to_string_lossy().into_owned(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=5".into(),
+            format!("{user}@{}", node.ip()),
+        ]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        if let Err(e) = state::remove_cluster(&self.id) {
+            eprintln!("test-cluster: tearing down cluster {}: {e}", self.id);
+        }
+    }
+}

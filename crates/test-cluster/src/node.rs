@@ -1,0 +1,210 @@
+//! One node: its namespaces, file systems, users, host key and sshd.
+
+mod services;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::Mutex;
+
+use crate::cmd;
+use crate::error::Result;
+use crate::net::Link;
+use crate::rootfs;
+use crate::spec::{NodeKind, NodeSpec};
+use crate::state::kill_netns_processes;
+
+/// A running node. Dropping it kills its processes and deletes its network
+/// namespace; its files go with the [`crate::Cluster`]'s data directory.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    kind: NodeKind,
+    link: Link,
+    dir: PathBuf,
+    client_key: PathBuf,
+    host_public_key: String,
+    holder: rootfs::Holder,
+    sshd: Mutex<Option<Child>>,
+    nix_daemon: Mutex<Option<Child>>,
+}
+
+/// What a node needs from its cluster to start.
+pub(crate) struct Start<'a> {
+    pub cluster_id: &'a str,
+    pub index: u8,
+    pub slot: u8,
+    pub dir: PathBuf,
+    pub client_key: &'a Path,
+    pub client_public_key: &'a str,
+}
+
+impl Node {
+    /// Makes the node: namespace and veth, file systems, users and keys, then sshd.
+    pub(crate) fn start(spec: &NodeSpec, s: Start<'_>) -> Result<Node> {
+        let link = Link::create(s.cluster_id, s.index, s.slot)?;
+        let holder = match rootfs::start_holder(spec.kind, &spec.name, &link.netns, &s.dir) {
+            Ok(h) => h,
+            Err(e) => {
+                kill_netns_processes(&link.netns, &[]);
+                link.delete();
+                return Err(e);
+            }
+        };
+        let mut node = Node {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            link,
+            dir: s.dir,
+            client_key: s.client_key.to_owned(),
+            host_public_key: String::new(),
+            holder,
+            sshd: Mutex::new(None),
+            nix_daemon: Mutex::new(None),
+        };
+        let root = node.root();
+        rootfs::ensure_isolated(node.kind, &node.name, &root)?;
+        if node.kind == NodeKind::LocalNix {
+            rootfs::write_local_nix_conf(&root)?;
+            node.run_ok("id -u deploy >/dev/null 2>&1 || useradd -m -s /bin/bash -p '*' deploy; usermod -p '*' root")?;
+        }
+        node.host_public_key = rootfs::make_host_key(node.kind, &node.name, &root)?;
+        for user in ["root", "deploy"] {
+            let account = rootfs::user(&root, &node.name, user)?;
+            rootfs::authorize(&root, &account, s.client_public_key)?;
+        }
+        node.start_sshd()?;
+        Ok(node)
+    }
+
+    /// The node's name (also its hostname).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the node is.
+    pub fn kind(&self) -> NodeKind {
+        self.kind
+    }
+
+    /// The node's address; its sshd listens there on [`Node::ssh_port`].
+    pub fn ip(&self) -> Ipv4Addr {
+        self.link.node_ip
+    }
+
+    /// The host's address on the cluster's network (the node reaches the host there).
+    pub fn host_ip(&self) -> Ipv4Addr {
+        self.link.host_ip
+    }
+
+    /// The SSH port: 22, in the node's own network namespace.
+    pub fn ssh_port(&self) -> u16 {
+        22
+    }
+
+    /// The node's network namespace, for `ip netns exec`.
+    pub fn netns(&self) -> &str {
+        &self.link.netns
+    }
+
+    /// The host end of the node's veth, a port of the cluster's bridge (where
+    /// [`Node::shape`] applies on the host side).
+    pub fn host_interface(&self) -> &str {
+        &self.link.host_if
+    }
+
+    /// The client private key (ed25519, no passphrase) authorized for `root` and `deploy`.
+    pub fn client_key(&self) -> &Path {
+        &self.client_key
+    }
+
+    /// The node's host public key, `ssh-ed25519 BASE64`.
+    pub fn host_public_key(&self) -> &str {
+        &self.host_public_key
+    }
+
+    /// The node's line for an OpenSSH known_hosts file.
+    pub fn known_hosts_line(&self) -> String {
+        format!("{} {}", self.ip(), self.host_public_key)
+    }
+
+    /// The node's root directory as seen from the host (`/proc/<init>/root`):
+    /// files written there land in the node.
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.holder.init))
+    }
+
+    /// The host's pid of the node's init (pid 1 in the node), for `nsenter --target`.
+    pub fn pid(&self) -> u32 {
+        self.holder.init
+    }
+
+    /// Host pids of every process in the node's network namespace (namespace
+    /// holder and init, sshd, sessions...).
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        let out = cmd::run(&mut cmd::cmd("ip", ["netns", "pids", self.netns()]))?;
+        Ok(out
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect())
+    }
+
+    /// A command running `program` inside the node, as root, without SSH: in its
+    /// network, mount, UTS and pid namespaces and its root, with a clean environment.
+    /// (`nsenter` forks `program` into the node's pid namespace and waits for it.)
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["--target", &self.holder.init.to_string()]);
+        c.args([
+            "--net", "--mount", "--uts", "--pid", "--root", "--wd", "--", program,
+        ]);
+        c.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", "/root")
+            .env("USER", "root")
+            .env("LANG", "C.UTF-8");
+        c
+    }
+
+    /// Runs shell code inside the node (see [`Node::command`]), whatever its status.
+    pub fn run(&self, shell: &str) -> Result<Output> {
+        cmd::output(self.command("/bin/sh").args(["-c", shell]))
+    }
+
+    /// Runs shell code inside the node; fails unless it exits 0; returns its stdout.
+    pub fn run_ok(&self, shell: &str) -> Result<String> {
+        cmd::run(self.command("/bin/sh").args(["-c", shell]))
+    }
+
+    /// Authorizes one more public key (an authorized_keys line, e.g. an ecdsa,
+    /// rsa or passphrase-protected client key of a test) for `user` on the node.
+    pub fn authorize_key(&self, user: &str, public_key: &str) -> Result<()> {
+        let root = self.root();
+        let account = rootfs::user(&root, &self.name, user)?;
+        rootfs::authorize(&root, &account, public_key)
+    }
+
+    /// Limits the node's link to `rate_mbit` Mbit/s each way (`tc qdisc ... tbf`).
+    pub fn shape(&self, rate_mbit: u32) -> Result<()> {
+        self.link.shape(Some(rate_mbit))
+    }
+
+    /// Lifts the limit [`Node::shape`] set.
+    pub fn unshape(&self) -> Result<()> {
+        self.link.shape(None)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_nix_daemon();
+        self.stop_sshd();
+        let _ = self.holder.child.kill();
+        let _ = self.holder.child.wait();
+        kill_netns_processes(&self.link.netns, &[]);
+        self.link.delete();
+    }
+}

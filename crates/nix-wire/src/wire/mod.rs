@@ -279,7 +279,10 @@ where
     I: IntoIterator<Item = &'a StorePath>,
     I::IntoIter: ExactSizeIterator,
 {
-    write_strings(w, paths.into_iter().map(|p| p.to_string())).await
+    // Rendered before the first await, so the future holds no closure over
+    // borrowed paths (which would stop callers' futures from being `Send`).
+    let paths: Vec<String> = paths.into_iter().map(|p| p.to_string()).collect();
+    write_strings(w, &paths).await
 }
 
 #[cfg(test)]

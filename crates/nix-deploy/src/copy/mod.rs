@@ -1,0 +1,461 @@
+//! The copy engine: pushes the closure of some local store paths to a
+//! node's store. It computes the closure locally, asks the node once which
+//! paths it has, then streams the missing NARs straight from the local
+//! filesystem (our own encoder: no NAR is ever held in memory) over several
+//! daemon connections at once, in an order where every path arrives after
+//! its references. Temp roots protect the paths on the node until the
+//! [`NodeStore`] is dropped, so a garbage collection there can't delete them
+//! before they are rooted by activation.
+
+mod closure;
+mod events;
+mod schedule;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix_wire::daemon::{self, ClientConfig, DaemonClient, PathInfo};
+use nix_wire::{nar, StorePath};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::remote::{ConnectError, Connector};
+pub use closure::local_closure;
+pub use events::CopyEvent;
+use events::{Events, VerifyingReader};
+use schedule::{BatchLimits, Schedule};
+
+/// How a copy behaves.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Daemon connections uploading at once (at least 1).
+    pub jobs: usize,
+    /// Let the node fetch what it can from its own binary caches first
+    /// and upload only the rest.
+    pub substitute_on_node: bool,
+    /// Ask the node to check signatures. When false we ask it not to, which
+    /// it honours only for trusted users (root, or `trusted-users`).
+    pub check_signatures: bool,
+}
+
+impl Default for CopyOptions {
+    /// Four connections, no substitution, no signature checks requested.
+    fn default() -> Self {
+        Self {
+            jobs: 4,
+            substitute_on_node: false,
+            check_signatures: false,
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Paths in the closure.
+    pub closure_paths: usize,
+    /// Paths the node already had (or substituted).
+    pub present_paths: usize,
+    /// Paths uploaded.
+    pub sent_paths: usize,
+    /// NAR bytes uploaded.
+    pub sent_bytes: u64,
+    /// Wall-clock time of the whole copy.
+    pub elapsed: Duration,
+}
+
+/// Why a copy failed. Every message names the node.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The local store failed.
+    #[error("local store: {0}")]
+    Local(#[source] daemon::Error),
+    /// A root (or a reference of one) is not in the local store.
+    #[error("{path} is not valid in the local store: build it first")]
+    NotInLocalStore {
+        /// The path.
+        path: StorePath,
+    },
+    /// Opening a daemon connection to the node failed.
+    #[error("{node}: cannot open its Nix daemon: {source}")]
+    Connect {
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: ConnectError,
+    },
+    /// The node's daemon failed.
+    #[error("{node}: {source}")]
+    Remote {
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: daemon::Error,
+    },
+    /// The node refused an unsigned path from an untrusted user.
+    #[error(
+        "{node} refused {path}: it has no signature by a key the node trusts, and the SSH user is \
+         not a trusted user of the node's Nix ({message}). Fix one of: deploy as root or add the \
+         user to `trusted-users` in the node's /etc/nix/nix.conf; or sign the paths with a key \
+         listed in the node's `trusted-public-keys`"
+    )]
+    Untrusted {
+        /// The node.
+        node: String,
+        /// The first refused path.
+        path: StorePath,
+        /// The daemon's words.
+        message: String,
+    },
+    /// The paths reference each other in a cycle (a corrupt store).
+    #[error("the closure has a reference cycle among {0:?}; the local store is corrupt")]
+    Cycle(Vec<StorePath>),
+    /// The caller cancelled the copy.
+    #[error("{node}: copy cancelled")]
+    Cancelled {
+        /// The node.
+        node: String,
+    },
+}
+
+/// A node's store, reached through `C`: one main connection that holds the
+/// temp roots of the copied closures, plus upload connections opened per
+/// copy. Drop it only after the copied paths are rooted on the node.
+pub struct NodeStore<C: Connector> {
+    connector: Arc<C>,
+    main: DaemonClient<C::Stream>,
+    node: String,
+}
+
+impl<C: Connector + 'static> NodeStore<C> {
+    /// Connects to the node's daemon.
+    pub async fn open(connector: C) -> Result<Self, CopyError> {
+        let node = connector.describe();
+        let stream = connector
+            .connect()
+            .await
+            .map_err(|source| CopyError::Connect {
+                node: node.clone(),
+                source,
+            })?;
+        let main = DaemonClient::connect(stream, ClientConfig::default())
+            .await
+            .map_err(|source| CopyError::Remote {
+                node: node.clone(),
+                source,
+            })?;
+        Ok(Self {
+            connector: Arc::new(connector),
+            main,
+            node,
+        })
+    }
+
+    /// The node, as named in messages.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The main daemon connection, e.g. to query the node's store.
+    pub fn client(&mut self) -> &mut DaemonClient<C::Stream> {
+        &mut self.main
+    }
+
+    fn remote_err(&self) -> impl Fn(daemon::Error) -> CopyError + '_ {
+        |source| CopyError::Remote {
+            node: self.node.clone(),
+            source,
+        }
+    }
+
+    /// Pushes the closure of `roots` (paths in the store of `local`) to the
+    /// node. Sends nothing when the node has everything.
+    pub async fn copy_closure<L>(
+        &mut self,
+        local: &mut DaemonClient<L>,
+        roots: &[StorePath],
+        options: &CopyOptions,
+        events: Option<UnboundedSender<CopyEvent>>,
+        cancel: &CancellationToken,
+    ) -> Result<CopyReport, CopyError>
+    where
+        L: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let start = Instant::now();
+        let events = Events(events);
+        let closure = local_closure(local, roots).await?;
+        for root in roots {
+            self.main
+                .add_temp_root(root)
+                .await
+                .map_err(self.remote_err())?;
+        }
+        let substitute = options.substitute_on_node && self.main.version().at_least(27);
+        let present = self
+            .main
+            .query_valid_paths(closure.keys(), substitute)
+            .await
+            .map_err(self.remote_err())?;
+        let missing: Vec<PathInfo> = closure
+            .into_iter()
+            .filter(|(p, _)| !present.contains(p))
+            .map(|(_, info)| info)
+            .collect();
+        let missing_bytes: u64 = missing.iter().map(|i| i.nar_size).sum();
+        let report = CopyReport {
+            closure_paths: present.len() + missing.len(),
+            present_paths: present.len(),
+            sent_paths: missing.len(),
+            sent_bytes: missing_bytes,
+            elapsed: Duration::ZERO,
+        };
+        events.send(CopyEvent::Planned {
+            closure_paths: report.closure_paths,
+            present_paths: report.present_paths,
+            missing_paths: report.sent_paths,
+            missing_bytes,
+        });
+        if !missing.is_empty() {
+            let jobs = options.jobs.max(1).min(missing.len());
+            let limits = BatchLimits {
+                bytes: (missing_bytes / (jobs as u64 * 4)).max(8 << 20),
+                paths: 4096,
+            };
+            let upload = Upload {
+                connector: self.connector.clone(),
+                schedule: Arc::new(Mutex::new(Schedule::new(missing))),
+                wake: Arc::new(Notify::new()),
+                limits,
+                dont_check_sigs: !options.check_signatures,
+                events,
+                node: self.node.clone(),
+                cancel: cancel.child_token(),
+            };
+            upload.run(jobs).await?;
+        }
+        Ok(CopyReport {
+            elapsed: start.elapsed(),
+            ..report
+        })
+    }
+}
+
+/// One copy's upload: workers sharing a schedule.
+struct Upload<C: Connector> {
+    connector: Arc<C>,
+    schedule: Arc<Mutex<Schedule>>,
+    wake: Arc<Notify>,
+    limits: BatchLimits,
+    dont_check_sigs: bool,
+    events: Events,
+    node: String,
+    cancel: CancellationToken,
+}
+
+impl<C: Connector> Clone for Upload<C> {
+    fn clone(&self) -> Self {
+        Self {
+            connector: self.connector.clone(),
+            schedule: self.schedule.clone(),
+            wake: self.wake.clone(),
+            limits: self.limits,
+            dont_check_sigs: self.dont_check_sigs,
+            events: self.events.clone(),
+            node: self.node.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+}
+
+/// NAR chunks read ahead per path.
+const CHUNK: usize = 256 * 1024;
+
+impl<C: Connector + 'static> Upload<C> {
+    /// Runs `jobs` workers until everything is uploaded or one fails; the
+    /// first failure cancels the others. Connections stay open until all
+    /// workers are done, so their temp roots cover every imported path.
+    async fn run(self, jobs: usize) -> Result<(), CopyError> {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..jobs {
+            let worker = self.clone();
+            set.spawn(async move { worker.work().await });
+        }
+        let mut first_error = None;
+        let mut connections = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok(conn)) => connections.push(conn),
+                Ok(Err(e)) => {
+                    self.cancel.cancel();
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    self.cancel.cancel();
+                    first_error.get_or_insert(CopyError::Remote {
+                        node: self.node.clone(),
+                        source: daemon::Error::Protocol {
+                            op: "upload worker",
+                            detail: join.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+        drop(connections);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes batches until none are left; returns its connection (if it
+    /// opened one) so the caller can keep it open a little longer.
+    async fn work(&self) -> Result<Option<DaemonClient<C::Stream>>, CopyError> {
+        let mut client: Option<DaemonClient<C::Stream>> = None;
+        loop {
+            let Some(batch) = self.next_batch().await? else {
+                return Ok(client);
+            };
+            let conn = match client.as_mut() {
+                Some(c) => c,
+                None => client.insert(self.connect().await?),
+            };
+            let infos: Vec<PathInfo> = {
+                let s = self.lock();
+                batch.iter().map(|&i| s.info(i).clone()).collect()
+            };
+            let result = tokio::select! {
+                r = self.send(conn, &infos) => r,
+                () = self.cancel.cancelled() => return Err(CopyError::Cancelled { node: self.node.clone() }),
+            };
+            match result {
+                Ok(()) => {
+                    self.lock().complete(&batch);
+                    self.events
+                        .send(CopyEvent::PathsDone { paths: batch.len() });
+                }
+                Err(daemon::Error::AlreadyValidRace { .. }) => {
+                    let paths: Vec<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
+                    let valid = conn
+                        .query_valid_paths(&paths, false)
+                        .await
+                        .map_err(|e| self.remote(e))?;
+                    let valid_idx: Vec<usize> = batch
+                        .iter()
+                        .zip(&infos)
+                        .filter(|(_, info)| valid.contains(&info.path))
+                        .map(|(&i, _)| i)
+                        .collect();
+                    self.lock().retry(&batch, &valid_idx);
+                }
+                Err(e) => return Err(self.classify(e)),
+            }
+            self.wake.notify_waiters();
+        }
+    }
+
+    /// The next batch for this worker, waiting while other batches in
+    /// flight may unlock work; `None` when everything is done.
+    async fn next_batch(&self) -> Result<Option<Vec<usize>>, CopyError> {
+        loop {
+            let wake = self.wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if s.is_finished() {
+                    return Ok(None);
+                }
+                let batch = s.next_batch(self.limits);
+                if !batch.is_empty() {
+                    return Ok(Some(batch));
+                }
+                if !s.has_in_flight() {
+                    return Err(CopyError::Cycle(s.unfinished()));
+                }
+            }
+            tokio::select! {
+                () = wake => {}
+                () = self.cancel.cancelled() => return Err(CopyError::Cancelled { node: self.node.clone() }),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        // A worker panicking while holding the lock would poison it; the
+        // schedule's state is still consistent, so carry on.
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn connect(&self) -> Result<DaemonClient<C::Stream>, CopyError> {
+        let stream = self
+            .connector
+            .connect()
+            .await
+            .map_err(|source| CopyError::Connect {
+                node: self.node.clone(),
+                source,
+            })?;
+        DaemonClient::connect(stream, ClientConfig::default())
+            .await
+            .map_err(|e| self.remote(e))
+    }
+
+    /// Streams one batch in one AddMultipleToStore (one AddToStoreNar per
+    /// path on daemons older than Nix 2.4), each NAR encoded from the local
+    /// filesystem as it goes.
+    async fn send(
+        &self,
+        conn: &mut DaemonClient<C::Stream>,
+        infos: &[PathInfo],
+    ) -> Result<(), daemon::Error> {
+        let events = self.events.clone();
+        let items = infos.to_vec().into_iter().map(move |info: PathInfo| {
+            events.send(CopyEvent::PathStarted {
+                path: info.path.clone(),
+                nar_size: info.nar_size,
+            });
+            let (reader, _stats) = nar::encode_async(PathBuf::from(info.path.to_absolute()), CHUNK);
+            let verified =
+                VerifyingReader::new(reader, info.path.clone(), info.nar_hash, events.clone());
+            (info, verified)
+        });
+        conn.add_multiple_to_store(items, false, self.dont_check_sigs)
+            .await
+    }
+
+    fn remote(&self, source: daemon::Error) -> CopyError {
+        CopyError::Remote {
+            node: self.node.clone(),
+            source,
+        }
+    }
+
+    /// Recognises the node refusing unsigned paths.
+    fn classify(&self, e: daemon::Error) -> CopyError {
+        if let Some(de) = e.daemon_error() {
+            let message = de.message();
+            if message.contains("lacks a valid signature")
+                || message.contains("lacks a signature by a trusted key")
+            {
+                let path = message
+                    .split('\'')
+                    .find_map(|s| StorePath::parse(s).ok())
+                    .or_else(|| self.lock().first_unfinished());
+                if let Some(path) = path {
+                    return CopyError::Untrusted {
+                        node: self.node.clone(),
+                        path,
+                        message,
+                    };
+                }
+            }
+        }
+        self.remote(e)
+    }
+}

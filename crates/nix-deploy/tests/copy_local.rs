@@ -1,0 +1,170 @@
+//! The copy engine between local stores: from this machine's store into an
+//! empty chroot store served by `nix-daemon --stdio` of each real Nix peer.
+
+use std::collections::BTreeSet;
+
+use nix_deploy::copy::{CopyEvent, CopyOptions, NodeStore};
+use nix_deploy::remote::CommandConnector;
+use nix_wire::daemon::{connect_local, ClientConfig, DaemonClient, LocalTransport};
+use nix_wire::StorePath;
+use test_support::{fixture_closure, peers, Peer, TempStore};
+use tokio_util::sync::CancellationToken;
+
+async fn local() -> DaemonClient<LocalTransport> {
+    DaemonClient::connect(connect_local().await.unwrap(), ClientConfig::default())
+        .await
+        .unwrap()
+}
+
+async fn node_store(peer: &Peer, store: &TempStore) -> NodeStore<CommandConnector> {
+    let (peer2, root) = (peer.clone(), store.root().to_owned());
+    let connector = CommandConnector::new(format!("{} store", peer.name), move || {
+        let mut c = peer2.tokio_command("nix-daemon");
+        c.arg("--stdio").arg("--store").arg(&root);
+        c
+    });
+    NodeStore::open(connector).await.unwrap()
+}
+
+fn sp(p: &str) -> StorePath {
+    StorePath::parse(p).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_a_closure_then_nothing_then_only_the_new_half() {
+    let small = fixture_closure(300, "engine", 4);
+    let big = fixture_closure(600, "engine", 4);
+    let shared = small.closure.intersection(&big.closure).count();
+    assert_eq!(
+        shared, 300,
+        "the 600-path closure contains 300 of the small one"
+    );
+    for peer in peers() {
+        let store = TempStore::new();
+        let mut node = node_store(&peer, &store).await;
+        let mut local = local().await;
+        let cancel = CancellationToken::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let opts = CopyOptions::default();
+
+        let r = node
+            .copy_closure(&mut local, &[sp(&small.root)], &opts, Some(tx), &cancel)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.closure_paths, r.present_paths, r.sent_paths),
+            (301, 0, 301)
+        );
+        store.verify(&peer);
+        assert_eq!(store.closure(&peer, &small.root), small.closure);
+        // Events: one plan, every path started and done, bytes add up.
+        let mut started = BTreeSet::new();
+        let (mut done, mut bytes, mut planned) = (0, 0, 0);
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                CopyEvent::Planned { missing_bytes, .. } => planned = missing_bytes,
+                CopyEvent::PathStarted { path, .. } => assert!(started.insert(path)),
+                CopyEvent::PathsDone { paths } => done += paths,
+                CopyEvent::BytesSent { bytes: b } => bytes += b,
+                CopyEvent::DaemonLog { .. } => {}
+            }
+        }
+        assert_eq!((started.len(), done), (301, 301));
+        assert_eq!((bytes, r.sent_bytes), (planned, planned));
+
+        let again = node
+            .copy_closure(&mut local, &[sp(&small.root)], &opts, None, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.sent_paths, again.sent_bytes),
+            (0, 0),
+            "{}",
+            peer.name
+        );
+
+        let more = node
+            .copy_closure(&mut local, &[sp(&big.root)], &opts, None, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(
+            (more.present_paths, more.sent_paths),
+            (300, 301),
+            "{}",
+            peer.name
+        );
+        store.verify(&peer);
+        assert_eq!(store.closure(&peer, &big.root), big.closure);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_or_many_give_the_same_store() {
+    let fx = fixture_closure(120, "engine-jobs", 16);
+    for peer in peers() {
+        for jobs in [1, 3, 8] {
+            let store = TempStore::new();
+            let mut node = node_store(&peer, &store).await;
+            let opts = CopyOptions {
+                jobs,
+                ..CopyOptions::default()
+            };
+            let r = node
+                .copy_closure(
+                    &mut local().await,
+                    &[sp(&fx.root)],
+                    &opts,
+                    None,
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.sent_paths, fx.closure.len());
+            store.verify(&peer);
+            assert_eq!(
+                store.closure(&peer, &fx.root),
+                fx.closure,
+                "{} jobs {jobs}",
+                peer.name
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_missing_locally_is_a_clear_error_and_cancel_stops() {
+    let peer = &peers()[0];
+    let store = TempStore::new();
+    let mut node = node_store(peer, &store).await;
+    let missing = sp("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-not-built");
+    let err = node
+        .copy_closure(
+            &mut local().await,
+            &[missing],
+            &CopyOptions::default(),
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not-built is not valid in the local store: build it first"),
+        "{err}"
+    );
+
+    let fx = fixture_closure(40, "engine-cancel", 4);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let err = node
+        .copy_closure(
+            &mut local().await,
+            &[sp(&fx.root)],
+            &CopyOptions::default(),
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+}

@@ -415,7 +415,7 @@ impl<C: Connector + 'static> Upload<C> {
         infos: &[PathInfo],
     ) -> Result<(), daemon::Error> {
         let events = self.events.clone();
-        let items = infos.to_vec().into_iter().map(move |info: PathInfo| {
+        let items = infos.iter().cloned().map(move |info: PathInfo| {
             events.send(CopyEvent::PathStarted {
                 path: info.path.clone(),
                 nar_size: info.nar_size,

@@ -76,7 +76,7 @@ async fn copies_to_nodes_of_both_nix_versions_over_ssh() {
         let r = store
             .copy_closure(
                 &mut local().await,
-                &[root.clone()],
+                std::slice::from_ref(&root),
                 &CopyOptions::default(),
                 Some(tx),
                 &cancel,
@@ -97,7 +97,7 @@ async fn copies_to_nodes_of_both_nix_versions_over_ssh() {
         let again = store
             .copy_closure(
                 &mut local().await,
-                &[root.clone()],
+                std::slice::from_ref(&root),
                 &CopyOptions::default(),
                 None,
                 &cancel,

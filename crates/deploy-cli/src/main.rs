@@ -5,7 +5,10 @@
 //! Exit codes: 0 success, 1 failure (the message says what failed and what
 //! to do), 2 usage error.
 
+mod copy;
 mod path_info_json;
+mod progress;
+mod ssh_args;
 mod store;
 
 use std::process::ExitCode;
@@ -25,6 +28,9 @@ enum Command {
     /// Plumbing on the local Nix store, through our own NAR and daemon code.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Copy the closures of store paths to a node over SSH, with our own
+    /// NAR streaming and daemon protocol (no `nix copy`, no `ssh` binary).
+    Copy(copy::CopyArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,7 +47,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Store(cmd) => store::run(cmd).await,
+            Command::Store(cmd) => store::run(cmd).await.map_err(|e| e.to_string()),
+            Command::Copy(args) => copy::run(args).await.map_err(|e| e.to_string()),
         }
     });
     match result {

@@ -81,7 +81,7 @@ fn dump(path: &Path) -> Result<(), StoreError> {
 
 /// Resolves a command-line argument to the store path it names, following
 /// symlinks such as `./result` when it is not a store path itself.
-fn resolve(arg: &str) -> Result<StorePath, StoreError> {
+pub fn resolve(arg: &str) -> Result<StorePath, StoreError> {
     if let Ok(p) = StorePath::parse(arg) {
         return Ok(p);
     }

@@ -33,19 +33,24 @@ pub struct SshArgs {
 impl SshArgs {
     /// The transport options these flags describe.
     pub fn options(&self) -> SshOptions {
-        let mut o = SshOptions::default();
-        o.config_file = match &self.ssh_config {
+        let config_file = match &self.ssh_config {
             None => ConfigFile::Default,
             Some(p) if p.as_os_str() == "none" => ConfigFile::None,
             Some(p) => ConfigFile::Path(p.clone()),
         };
-        o.identity_files = self.identities.clone();
-        o.known_hosts_files = self.known_hosts.clone();
-        o.accept_new_host_keys = self.accept_new_host_keys;
-        if self.no_agent {
-            o.agent = Agent::Disabled;
+        let defaults = SshOptions::default();
+        SshOptions {
+            config_file,
+            identity_files: self.identities.clone(),
+            known_hosts_files: self.known_hosts.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            agent: if self.no_agent {
+                Agent::Disabled
+            } else {
+                defaults.agent.clone()
+            },
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            ..defaults
         }
-        o.connect_timeout = Duration::from_secs(self.connect_timeout);
-        o
     }
 }

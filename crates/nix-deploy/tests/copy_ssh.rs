@@ -168,3 +168,93 @@ async fn a_node_whose_sshd_dies_mid_copy_stays_valid_and_the_rerun_completes() {
     verify(node);
     assert_eq!(node_closure(node, &fx.root), fx.closure);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_user_gets_told_why_and_how_to_fix_it() {
+    let fx = fixture_closure(3, "ssh-untrusted", 1);
+    let root = StorePath::parse(&fx.root).unwrap();
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = &cluster.nodes()[0];
+    node.start_nix_daemon().unwrap();
+    let target = Target::parse(&format!("deploy@{}", node.name())).unwrap();
+    let session = SshSession::connect(&target, &ssh_options(&cluster))
+        .await
+        .unwrap();
+    let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND);
+    let mut store = NodeStore::open(connector).await.unwrap();
+    let err = store
+        .copy_closure(
+            &mut local().await,
+            &[root],
+            &CopyOptions::default(),
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, nix_deploy::copy::CopyError::Untrusted { .. }),
+        "{text}"
+    );
+    assert!(text.contains("deploy@"), "{text}");
+    assert!(
+        text.contains("trusted-users") && text.contains("trusted-public-keys"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fixture-ssh-untrusted-"),
+        "names the refused path: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_through_a_jump_host_named_in_ssh_config() {
+    let fx = fixture_closure(20, "ssh-jump", 4);
+    let root = StorePath::parse(&fx.root).unwrap();
+    let cluster = Cluster::start(
+        &ClusterSpec::new()
+            .node("bastion", NodeKind::Trixie)
+            .node("inner", NodeKind::Trixie),
+    )
+    .unwrap();
+    let inner = cluster.node("inner").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let mut text = std::fs::read_to_string(cluster.ssh_config()).unwrap();
+    text = format!(
+        "Host behind-bastion\n  HostName {}\n  ProxyJump bastion\n  User root\n  IdentityFile {}\n  UserKnownHostsFile {}\n\n{text}",
+        inner.ip(),
+        cluster.client_key().display(),
+        cluster.known_hosts().display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let options = SshOptions {
+        config_file: ConfigFile::Path(config),
+        ..ssh_options(&cluster)
+    };
+    let session = SshSession::connect(&Target::parse("behind-bastion").unwrap(), &options)
+        .await
+        .unwrap();
+    let mut store = NodeStore::open(SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND))
+        .await
+        .unwrap();
+    let r = store
+        .copy_closure(
+            &mut local().await,
+            &[root],
+            &CopyOptions::default(),
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.sent_paths, fx.closure.len());
+    verify(inner);
+    assert_eq!(node_closure(inner, &fx.root), fx.closure);
+    let bastion = cluster.node("bastion").unwrap();
+    assert!(
+        bastion.run_ok(&format!("test ! -e {}", fx.root)).is_ok(),
+        "nothing landed on the jump host"
+    );
+}

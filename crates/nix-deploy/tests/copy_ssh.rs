@@ -258,3 +258,69 @@ async fn copies_through_a_jump_host_named_in_ssh_config() {
         "nothing landed on the jump host"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_substitutes_what_its_own_cache_has_and_we_upload_the_rest() {
+    let fx = fixture_closure(30, "ssh-subst", 4);
+    let root = StorePath::parse(&fx.root).unwrap();
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = &cluster.nodes()[0];
+    // Put the first ten paths of the chain into a binary cache on the node,
+    // and nowhere else there.
+    let cached: Vec<String> = (0..10)
+        .map(|i| {
+            fx.closure
+                .iter()
+                .find(|p| p.ends_with(&format!("-fixture-ssh-subst-{i}")))
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    let mut store = open(&cluster, node).await;
+    let cancel = CancellationToken::new();
+    let roots: Vec<StorePath> = cached
+        .iter()
+        .map(|p| StorePath::parse(p).unwrap())
+        .collect();
+    store
+        .copy_closure(
+            &mut local().await,
+            &roots,
+            &CopyOptions::default(),
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    drop(store);
+    node.run_ok(&format!(
+        "nix --extra-experimental-features nix-command copy --to file:///var/cache/bc {all} && \
+         nix-store --delete {all} && \
+         printf 'substituters = file:///var/cache/bc\\nrequire-sigs = false\\n' >> /etc/nix/nix.conf",
+        all = cached.join(" ")
+    ))
+    .unwrap();
+
+    let mut store = open(&cluster, node).await;
+    let opts = CopyOptions {
+        substitute_on_node: true,
+        ..CopyOptions::default()
+    };
+    let r = store
+        .copy_closure(
+            &mut local().await,
+            std::slice::from_ref(&root),
+            &opts,
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.present_paths, r.sent_paths),
+        (10, fx.closure.len() - 10),
+        "{r:?}"
+    );
+    verify(node);
+    assert_eq!(node_closure(node, &fx.root), fx.closure);
+}

@@ -324,3 +324,74 @@ async fn the_node_substitutes_what_its_own_cache_has_and_we_upload_the_rest() {
     verify(node);
     assert_eq!(node_closure(node, &fx.root), fx.closure);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_roots_protect_the_copy_from_gc_until_the_store_is_dropped() {
+    let fx = fixture_closure(25, "ssh-gc", 4);
+    let root = StorePath::parse(&fx.root).unwrap();
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = &cluster.nodes()[0];
+    node.start_nix_daemon().unwrap();
+    let mut store = open(&cluster, node).await;
+    store
+        .copy_closure(
+            &mut local().await,
+            std::slice::from_ref(&root),
+            &CopyOptions::default(),
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    node.run_ok("nix-collect-garbage >/dev/null 2>&1").unwrap();
+    assert_eq!(
+        node_closure(node, &fx.root),
+        fx.closure,
+        "GC kept the closure"
+    );
+    drop(store);
+    // The session closes asynchronously; give the node's daemons a moment.
+    let mut gone = false;
+    for _ in 0..50 {
+        node.run_ok("nix-collect-garbage >/dev/null 2>&1").unwrap();
+        if node
+            .run(&format!("test -e {}", fx.root))
+            .unwrap()
+            .status
+            .code()
+            == Some(1)
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "without our temp roots the unrooted copy is garbage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_of_one_closure_to_a_nix_2_8_node_both_succeed() {
+    // Nix 2.4–2.17 daemons fail AddMultipleToStore on a path that became
+    // valid meanwhile (Nix bug #6253); the engine re-queries and retries.
+    let fx = fixture_closure(200, "ssh-race", 8);
+    let root = StorePath::parse(&fx.root).unwrap();
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::LocalNix)).unwrap();
+    let node = &cluster.nodes()[0];
+    let (mut a, mut b) = (open(&cluster, node).await, open(&cluster, node).await);
+    let (mut la, mut lb) = (local().await, local().await);
+    let opts = CopyOptions {
+        jobs: 3,
+        ..CopyOptions::default()
+    };
+    let cancel = CancellationToken::new();
+    let roots = std::slice::from_ref(&root);
+    let (ra, rb) = tokio::join!(
+        a.copy_closure(&mut la, roots, &opts, None, &cancel),
+        b.copy_closure(&mut lb, roots, &opts, None, &cancel)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.closure_paths, fx.closure.len());
+    assert_eq!(rb.closure_paths, fx.closure.len());
+    verify(node);
+    assert_eq!(node_closure(node, &fx.root), fx.closure);
+}

@@ -340,6 +340,7 @@ impl<C: Connector + 'static> Upload<C> {
                         .send(CopyEvent::PathsDone { paths: batch.len() });
                 }
                 Err(daemon::Error::AlreadyValidRace { .. }) => {
+                    tracing::debug!(node = %self.node, "batch hit Nix bug #6253 (path became valid meanwhile); retrying the rest");
                     let paths: Vec<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
                     let valid = conn
                         .query_valid_paths(&paths, false)

@@ -4,7 +4,10 @@
 //!
 //! - [`remote`]: how to open daemon connections to a node (SSH exec
 //!   channels running `nix-daemon --stdio`, or any local command);
+//! - [`closure`]: closures with path infos, from any store's daemon;
 //! - [`copy`]: the copy engine, pushing a closure to a node's store.
 
+pub mod closure;
 pub mod copy;
+pub mod diff;
 pub mod remote;

@@ -7,7 +7,6 @@
 //! [`NodeStore`] is dropped, so a garbage collection there can't delete them
 //! before they are rooted by activation.
 
-mod closure;
 mod events;
 mod schedule;
 
@@ -22,8 +21,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::closure::{closure_infos, ClosureError};
 use crate::remote::{ConnectError, Connector};
-pub use closure::local_closure;
 pub use events::CopyEvent;
 use events::{Events, VerifyingReader};
 use schedule::{BatchLimits, Schedule};
@@ -188,7 +187,10 @@ impl<C: Connector + 'static> NodeStore<C> {
     {
         let start = Instant::now();
         let events = Events(events);
-        let closure = local_closure(local, roots).await?;
+        let closure = closure_infos(local, roots).await.map_err(|e| match e {
+            ClosureError::NotValid(path) => CopyError::NotInLocalStore { path },
+            ClosureError::Daemon(e) => CopyError::Local(e),
+        })?;
         for root in roots {
             self.main
                 .add_temp_root(root)

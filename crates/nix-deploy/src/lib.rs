@@ -5,9 +5,14 @@
 //! - [`remote`]: how to open daemon connections to a node (SSH exec
 //!   channels running `nix-daemon --stdio`, or any local command);
 //! - [`closure`]: closures with path infos, from any store's daemon;
-//! - [`copy`]: the copy engine, pushing a closure to a node's store.
+//! - [`copy`]: the copy engine, pushing a closure to a node's store;
+//! - [`profile`]: reading and switching a node's profile;
+//! - [`diff`]: the preview of what a deploy would change on a node;
+//! - [`deploy`]: the entry point: deploy or preview many nodes in parallel.
 
 pub mod closure;
 pub mod copy;
+pub mod deploy;
 pub mod diff;
+pub mod profile;
 pub mod remote;

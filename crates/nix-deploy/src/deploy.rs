@@ -1,0 +1,344 @@
+//! The entry point for embedding: deploy, or preview, a set of nodes in
+//! parallel. Each node gets its own SSH connection, copy and profile
+//! switch; a failing node does not stop the others unless asked to.
+//!
+//! ```no_run
+//! # async fn demo(plans: Vec<nix_deploy::deploy::NodePlan>) {
+//! use nix_deploy::deploy::{deploy_nodes, DeployOptions};
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! for outcome in deploy_nodes(plans, &DeployOptions::default(), None, &cancel).await {
+//!     println!("{}: {:?}", outcome.name, outcome.status);
+//! }
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deploy_ssh::{SshError, SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
+use nix_wire::daemon::{self, ClientConfig, DaemonClient, LocalTransport};
+use nix_wire::StorePath;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::closure::{closure_infos, ClosureError};
+use crate::copy::{CopyError, CopyEvent, CopyOptions, NodeStore};
+use crate::diff::NodeDiff;
+use crate::profile::{self, ProfileError};
+use crate::remote::SshConnector;
+
+/// What to deploy where.
+#[derive(Debug, Clone)]
+pub struct NodePlan {
+    /// The node's name in the inventory.
+    pub name: String,
+    /// How to reach it.
+    pub target: Target,
+    /// Where its profile lives on the node.
+    pub profile_path: String,
+    /// The built profile (in the local store).
+    pub profile: StorePath,
+}
+
+/// How far a deploy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Goal {
+    /// Stop after building (nothing happens on nodes).
+    Build,
+    /// Stop after copying closures.
+    Push,
+    /// Stop after switching profiles.
+    Switch,
+    /// Everything, including the cluster stages.
+    All,
+}
+
+/// How a deploy runs.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// How far to go.
+    pub goal: Goal,
+    /// Nodes deployed at once (at least 1).
+    pub jobs: usize,
+    /// Stop the other nodes when one fails.
+    pub fail_fast: bool,
+    /// The copy engine's settings.
+    pub copy: CopyOptions,
+    /// The SSH settings.
+    pub ssh: SshOptions,
+    /// The command running the Nix daemon on nodes.
+    pub daemon_command: String,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        Self {
+            goal: Goal::All,
+            jobs: 8,
+            fail_fast: false,
+            copy: CopyOptions::default(),
+            ssh: SshOptions::default(),
+            daemon_command: DEFAULT_DAEMON_COMMAND.to_owned(),
+        }
+    }
+}
+
+/// Why one node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Connecting over SSH failed.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    /// The local store failed.
+    #[error("local store: {0}")]
+    Local(#[from] daemon::Error),
+    /// Copying failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// Reading or switching the profile failed.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// Reading the node's current closure failed.
+    #[error("{node}: reading the current profile's closure: {source}")]
+    Closure {
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: ClosureError,
+    },
+    /// Another node failed and fail-fast was asked for, or the user cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// How a node's deploy ended.
+#[derive(Debug)]
+pub enum NodeStatus {
+    /// Everything up to the goal was done.
+    Done,
+    /// It failed.
+    Failed(NodeError),
+}
+
+/// One node's result.
+#[derive(Debug)]
+pub struct NodeOutcome {
+    /// The node's name.
+    pub name: String,
+    /// How it ended.
+    pub status: NodeStatus,
+    /// Store paths sent.
+    pub sent_paths: usize,
+    /// NAR bytes sent.
+    pub sent_bytes: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+/// Progress of a deploy.
+#[derive(Debug, Clone)]
+pub enum DeployEvent {
+    /// Work on a node began.
+    NodeStarted {
+        /// The node.
+        name: String,
+    },
+    /// Copy progress of a node.
+    Copy {
+        /// The node.
+        name: String,
+        /// What happened.
+        event: CopyEvent,
+    },
+    /// The node's profile now points to the new closure.
+    Switched {
+        /// The node.
+        name: String,
+    },
+}
+
+async fn local_store() -> Result<DaemonClient<LocalTransport>, daemon::Error> {
+    DaemonClient::connect(daemon::connect_local().await?, ClientConfig::default()).await
+}
+
+async fn open_node(
+    plan: &NodePlan,
+    opts: &DeployOptions,
+) -> Result<(Arc<SshSession>, NodeStore<SshConnector>), NodeError> {
+    let session = Arc::new(SshSession::connect(&plan.target, &opts.ssh).await?);
+    let store = NodeStore::open(SshConnector::new(
+        session.clone(),
+        opts.daemon_command.clone(),
+    ))
+    .await?;
+    Ok((session, store))
+}
+
+/// Deploys every plan, `opts.jobs` nodes at a time, and returns one outcome
+/// per node in the order given.
+pub async fn deploy_nodes(
+    plans: Vec<NodePlan>,
+    opts: &DeployOptions,
+    events: Option<UnboundedSender<DeployEvent>>,
+    cancel: &CancellationToken,
+) -> Vec<NodeOutcome> {
+    let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let tasks = plans.into_iter().map(|plan| {
+        let (limit, opts, events, cancel) =
+            (limit.clone(), opts.clone(), events.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let _permit = limit.acquire_owned().await;
+            let mut sent = (0, 0);
+            let result = tokio::select! {
+                r = deploy_one(&plan, &opts, events.as_ref(), &mut sent) => r,
+                () = cancel.cancelled() => Err(NodeError::Cancelled),
+            };
+            if result.is_err() && opts.fail_fast {
+                cancel.cancel();
+            }
+            NodeOutcome {
+                name: plan.name,
+                status: match result {
+                    Ok(()) => NodeStatus::Done,
+                    Err(e) => NodeStatus::Failed(e),
+                },
+                sent_paths: sent.0,
+                sent_bytes: sent.1,
+                elapsed: start.elapsed(),
+            }
+        })
+    });
+    let handles: Vec<_> = tasks.collect();
+    let mut outcomes = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(o) => outcomes.push(o),
+            // A panicking node task is a bug; its node simply has no outcome.
+            Err(e) => tracing::error!("node task failed: {e}"),
+        }
+    }
+    outcomes
+}
+
+async fn deploy_one(
+    plan: &NodePlan,
+    opts: &DeployOptions,
+    events: Option<&UnboundedSender<DeployEvent>>,
+    sent: &mut (usize, u64),
+) -> Result<(), NodeError> {
+    let send = |e: DeployEvent| {
+        if let Some(tx) = events {
+            let _ = tx.send(e);
+        }
+    };
+    send(DeployEvent::NodeStarted {
+        name: plan.name.clone(),
+    });
+    if opts.goal < Goal::Push {
+        return Ok(());
+    }
+    let (session, mut store) = open_node(plan, opts).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = async {
+        while let Some(event) = rx.recv().await {
+            send(DeployEvent::Copy {
+                name: plan.name.clone(),
+                event,
+            });
+        }
+    };
+    let copy = async {
+        let mut local = local_store().await?;
+        let never = CancellationToken::new();
+        let r = store
+            .copy_closure(
+                &mut local,
+                std::slice::from_ref(&plan.profile),
+                &opts.copy,
+                Some(tx),
+                &never,
+            )
+            .await?;
+        Ok::<_, NodeError>(r)
+    };
+    let (report, ()) = tokio::join!(copy, forward);
+    let report = report?;
+    *sent = (report.sent_paths, report.sent_bytes);
+    if opts.goal >= Goal::Switch {
+        profile::switch(&session, &plan.profile_path, &plan.profile).await?;
+        send(DeployEvent::Switched {
+            name: plan.name.clone(),
+        });
+    }
+    drop(store);
+    Ok(())
+}
+
+/// Previews every plan against its live node, changing nothing; one result
+/// per node in the order given.
+pub async fn diff_nodes(
+    plans: Vec<NodePlan>,
+    opts: &DeployOptions,
+) -> Vec<(String, Result<NodeDiff, NodeError>)> {
+    let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|plan| {
+            let (limit, opts) = (limit.clone(), opts.clone());
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let r = diff_one(&plan, &opts).await;
+                (plan.name, r)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for h in handles {
+        if let Ok(r) = h.await {
+            out.push(r);
+        }
+    }
+    out
+}
+
+async fn diff_one(plan: &NodePlan, opts: &DeployOptions) -> Result<NodeDiff, NodeError> {
+    let (session, mut store) = open_node(plan, opts).await?;
+    let node = store.node().to_owned();
+    let old_profile = profile::current(&session, &plan.profile_path).await?;
+    let old = match &old_profile {
+        Some(p) => closure_infos(store.client(), std::slice::from_ref(p))
+            .await
+            .map_err(|source| NodeError::Closure {
+                node: node.clone(),
+                source,
+            })?,
+        None => Default::default(),
+    };
+    let mut local = local_store().await?;
+    let new = closure_infos(&mut local, std::slice::from_ref(&plan.profile))
+        .await
+        .map_err(|e| match e {
+            ClosureError::NotValid(path) => NodeError::Copy(CopyError::NotInLocalStore { path }),
+            ClosureError::Daemon(e) => NodeError::Local(e),
+        })?;
+    let valid = store
+        .client()
+        .query_valid_paths(new.keys(), false)
+        .await
+        .map_err(|source| NodeError::Copy(CopyError::Remote { node, source }))?;
+    let missing: Vec<StorePath> = new
+        .keys()
+        .filter(|p| !valid.contains(*p))
+        .cloned()
+        .collect();
+    Ok(NodeDiff::compute(
+        old_profile,
+        &old,
+        plan.profile.clone(),
+        &new,
+        &missing,
+    ))
+}

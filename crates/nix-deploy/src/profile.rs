@@ -1,0 +1,122 @@
+//! The node's profile: reading which closure it points to, and switching it
+//! to a new one as a new generation with `nix-env --profile P --set`, whose
+//! semantics users know (the link is replaced in one rename; old
+//! generations stay as GC roots). Run over the node's SSH session while the
+//! copy's temp roots still hold the closure.
+
+use deploy_ssh::{SshError, SshSession};
+use nix_wire::StorePath;
+
+/// Why reading or switching a profile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The SSH command could not run.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    /// The command ran and failed.
+    #[error("{node}: `{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The node.
+        node: String,
+        /// What ran.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// The profile points somewhere unexpected.
+    #[error("{node}: profile {profile} points to {target:?}, which is not a store path")]
+    NotAStorePath {
+        /// The node.
+        node: String,
+        /// The profile path.
+        profile: String,
+        /// Where it points.
+        target: String,
+    },
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn node_name(session: &SshSession) -> String {
+    format!("{}@{}:{}", session.user(), session.host(), session.port())
+}
+
+async fn run(session: &SshSession, command: String) -> Result<String, ProfileError> {
+    let out = session.run(&command).await?;
+    if !out.status.success() {
+        return Err(ProfileError::Command {
+            node: node_name(session),
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The store path the profile at `profile` points to now, `None` if the
+/// node has no such profile yet.
+pub async fn current(
+    session: &SshSession,
+    profile: &str,
+) -> Result<Option<StorePath>, ProfileError> {
+    let target = run(
+        session,
+        format!(
+            "if [ -e {p} ]; then readlink -f {p}; fi",
+            p = shell_quote(profile)
+        ),
+    )
+    .await?;
+    if target.is_empty() {
+        return Ok(None);
+    }
+    StorePath::parse(&target)
+        .map(Some)
+        .map_err(|_| ProfileError::NotAStorePath {
+            node: node_name(session),
+            profile: profile.to_owned(),
+            target,
+        })
+}
+
+/// Makes `closure` the profile's new generation (nothing happens when it
+/// is the current one already).
+pub async fn switch(
+    session: &SshSession,
+    profile: &str,
+    closure: &StorePath,
+) -> Result<(), ProfileError> {
+    if current(session, profile).await?.as_ref() == Some(closure) {
+        return Ok(());
+    }
+    run(
+        session,
+        format!(
+            "nix-env --profile {} --set {}",
+            shell_quote(profile),
+            shell_quote(&closure.to_string())
+        ),
+    )
+    .await
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quotes_for_sh() {
+        assert_eq!(
+            shell_quote("/nix/var/nix/profiles/x"),
+            "'/nix/var/nix/profiles/x'"
+        );
+        assert_eq!(shell_quote("a'b; rm -rf /"), r"'a'\''b; rm -rf /'");
+    }
+}

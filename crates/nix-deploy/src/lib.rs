@@ -7,4 +7,6 @@
 //! - [`copy`]: the copy engine, pushing a closure to a node's store.
 
 pub mod copy;
+pub mod inventory;
+pub mod nix_cli;
 pub mod remote;

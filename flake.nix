@@ -35,7 +35,7 @@
       });
 
       # `nix flake check` builds every host profile and the deploy package.
-      checks = forAllSystems (pkgs: self.packages.${pkgs.stdenv.hostPlatform.system});
+      checks = forAllSystems (pkgs: builtins.removeAttrs self.packages.${pkgs.stdenv.hostPlatform.system} [ "default" ]);
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {

@@ -30,6 +30,7 @@
         deploy = {
           type = "app";
           program = "${self.packages.${pkgs.stdenv.hostPlatform.system}.deploy}/bin/deploy";
+          meta.description = "Deploy the cluster: build the host profiles, copy them to the nodes, switch, configure k3s";
         };
         default = deploy;
       });

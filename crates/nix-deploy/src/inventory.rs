@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::nix_cli::{NixCli, NixError};
 
+mod node;
+
 /// What a node does in the k3s cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -171,22 +173,6 @@ pub enum InventoryError {
     },
 }
 
-/// A node as the flake gives it, before checks: everything optional so that
-/// a missing field becomes our error naming the node, not serde's.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawNode {
-    hostname: Option<String>,
-    ssh_user: Option<String>,
-    ssh_port: Option<serde_json::Value>,
-    role: Option<String>,
-    system: Option<String>,
-    profile: Option<String>,
-    profile_path: Option<String>,
-    #[serde(default)]
-    k3s: NodeK3s,
-}
-
 impl Inventory {
     /// Evaluates `deploy.cluster` and `deploy.nodes` of `nix`'s flake and
     /// checks them.
@@ -215,9 +201,7 @@ impl Inventory {
             serde_json::from_value(nodes).map_err(|e| malformed("nodes", e.to_string()))?;
         let mut checked = BTreeMap::new();
         for (name, value) in raw_nodes {
-            let raw: RawNode = serde_json::from_value(value)
-                .map_err(|e| malformed(&format!("nodes.{name}"), e.to_string()))?;
-            let node = check_node(nix, &name, raw)?;
+            let node = node::check_node(nix, &name, &value)?;
             checked.insert(name, node);
         }
         let inventory = Inventory {
@@ -304,88 +288,4 @@ pub async fn build_profiles(
             }),
         })
         .collect()
-}
-
-/// Checks one node's fields.
-fn check_node(nix: &NixCli, name: &str, raw: RawNode) -> Result<NodeConfig, InventoryError> {
-    let field = |field: &'static str, problem: String| InventoryError::Field {
-        node: name.to_string(),
-        field,
-        problem,
-    };
-    let hostname = match raw.hostname {
-        None => {
-            return Err(field(
-                "hostname",
-                "is missing: set the node's address".into(),
-            ))
-        }
-        Some(h) if h.trim().is_empty() => {
-            return Err(field("hostname", "is empty: set the node's address".into()))
-        }
-        Some(h) => h,
-    };
-    let role = match raw.role.as_deref() {
-        Some("server") => Role::Server,
-        Some("agent") => Role::Agent,
-        other => {
-            let got = other.map_or("is missing".to_string(), |r| format!("{r:?} is unknown"));
-            let allowed = Role::ALLOWED.join("\", \"");
-            return Err(field("role", format!("{got}: use one of \"{allowed}\"")));
-        }
-    };
-    let ssh_port = match &raw.ssh_port {
-        None => 22,
-        Some(v) => v
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .ok_or_else(|| field("sshPort", format!("{v} is not a port (1 to 65535)")))?,
-    };
-    let ssh_user = raw.ssh_user.unwrap_or_else(|| "root".into());
-    if ssh_user.is_empty() {
-        return Err(field("sshUser", "is empty".into()));
-    }
-    let profile = raw
-        .profile
-        .ok_or_else(|| field("profile", "is missing".into()))?;
-    let profile = StorePath::parse(&profile)
-        .map_err(|e| field("profile", format!("is not a package: {e}")))?;
-    let profile_path = raw
-        .profile_path
-        .unwrap_or_else(|| "/nix/var/nix/profiles/nix-deploy".into());
-    if !profile_path.starts_with('/') {
-        return Err(field(
-            "profilePath",
-            format!("{profile_path:?} is not an absolute path"),
-        ));
-    }
-    Ok(NodeConfig {
-        name: name.to_string(),
-        hostname,
-        ssh_user,
-        ssh_port,
-        role,
-        system: raw.system.unwrap_or_else(|| "x86_64-linux".into()),
-        profile,
-        profile_installable: nix.installable(&format!("deploy.nodes.{}.profile", attr_name(name))),
-        profile_path,
-        k3s: raw.k3s,
-    })
-}
-
-/// A node name as one element of a Nix attribute path (quoted if needed).
-fn attr_name(name: &str) -> String {
-    let plain = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '\'')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
-    }
 }

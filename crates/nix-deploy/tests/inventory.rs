@@ -145,30 +145,43 @@ async fn a_version_bump_in_the_fixture_changes_only_that_hosts_profile() {
     );
 }
 
+/// The new worker's name has a dot, so its profile's installable needs a
+/// quoted attribute name.
 #[tokio::test]
 async fn adding_a_worker_is_a_hosts_file_and_an_entry() {
     let dir = copy_flake();
-    std::fs::copy(
-        dir.path().join("hosts/k8s-cluster-node-1.nix"),
-        dir.path().join("hosts/k8s-cluster-node-2.nix"),
-    )
-    .expect("copy host");
-    edit(
-        &dir.path().join("hosts/k8s-cluster-node-2.nix"),
-        "k8s-cluster-node-1-profile",
-        "k8s-cluster-node-2-profile",
-    );
+    let host = dir.path().join("hosts/k8s.node-2.nix");
+    std::fs::copy(dir.path().join("hosts/k8s-cluster-node-1.nix"), &host).expect("copy host");
+    edit(&host, "k8s-cluster-node-1-profile", "k8s-node-2-profile");
     edit(
         &dir.path().join("flake.nix"),
         "k8s-cluster-node-1 = {",
-        "k8s-cluster-node-2 = { hostname = \"203.0.113.12\"; role = \"agent\"; sshPort = 2222; };\n          k8s-cluster-node-1 = {",
+        "\"k8s.node-2\" = { hostname = \"203.0.113.12\"; role = \"agent\"; sshPort = 2222; };\n          k8s-cluster-node-1 = {",
     );
-    let inv = Inventory::load(&nix_with(dir.path(), &fixture_nixpkgs()))
-        .await
-        .expect("inventory loads");
-    let node2 = &inv.nodes["k8s-cluster-node-2"];
+    let nix = nix_with(dir.path(), &fixture_nixpkgs());
+    let inv = Inventory::load(&nix).await.expect("inventory loads");
+    let node2 = &inv.nodes["k8s.node-2"];
     assert_eq!((node2.role, node2.ssh_port), (Role::Agent, 2222));
-    assert_eq!(node2.profile.name(), "k8s-cluster-node-2-profile");
+    assert_eq!(node2.profile.name(), "k8s-node-2-profile");
+    assert!(node2
+        .profile_installable
+        .ends_with("#deploy.nodes.\"k8s.node-2\".profile"));
+    let built = build_profiles(&nix, &inv.select(&["k8s.node-2".into()]).expect("select"))
+        .await
+        .expect("build");
+    let bin = Path::new(&built["k8s.node-2"].to_absolute()).join("bin");
+    assert!(names_in(&bin).contains(&"dinosay".to_string()));
+}
+
+#[tokio::test]
+async fn a_field_of_the_wrong_type_names_the_node_and_field() {
+    let err = load_edited(&[("\"203.0.113.10\"", "[ \"203.0.113.10\" ]")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node `k8s-cluster-main`: hostname must be a string, not [\"203.0.113.10\"]"
+    );
 }
 
 #[tokio::test]

@@ -50,9 +50,12 @@
     {
       cluster = inventory.mkCluster cluster;
       nodes = builtins.mapAttrs
-        (name: node: inventory.mkNode ({
-          profile = packages.${node.system or "x86_64-linux"}.${name};
-        } // node))
+        (name: node:
+          let system = node.system or "x86_64-linux"; in
+          inventory.mkNode ({
+            profile = packages.${system}.${name} or (throw
+              "deploy.nodes.${name}: no profile: add hosts/${name}.nix (it becomes packages.${system}.${name}) or set `profile`");
+          } // node))
         nodes;
     };
 }

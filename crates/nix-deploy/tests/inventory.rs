@@ -174,6 +174,26 @@ async fn adding_a_worker_is_a_hosts_file_and_an_entry() {
 }
 
 #[tokio::test]
+async fn a_node_without_a_hosts_file_gets_nixs_error_with_our_hint() {
+    let err = load_edited(&[(
+        "k8s-cluster-node-1 = {",
+        "k8s-cluster-node-7 = { hostname = \"203.0.113.17\"; role = \"agent\"; };\n          k8s-cluster-node-1 = {",
+    )])
+    .await
+    .unwrap_err();
+    let stderr = match &err {
+        InventoryError::Nix(e) => e.nix_stderr().unwrap_or_default().to_string(),
+        other => panic!("expected a Nix error, got {other:?}"),
+    };
+    assert!(
+        stderr.contains(
+            "deploy.nodes.k8s-cluster-node-7: no profile: add hosts/k8s-cluster-node-7.nix"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn a_field_of_the_wrong_type_names_the_node_and_field() {
     let err = load_edited(&[("\"203.0.113.10\"", "[ \"203.0.113.10\" ]")])
         .await

@@ -113,6 +113,13 @@ async fn profiles_build_in_one_nix_invocation_with_each_hosts_programs() {
     assert!(out.status.success());
     let k3s_log = std::fs::read_to_string(tmp.path().join("k3s.log")).expect("k3s log");
     assert_eq!(k3s_log, "kubectl\tversion\n");
+    let node1_bin = Path::new(&built["k8s-cluster-node-1"].to_absolute()).join("bin");
+    let out = std::process::Command::new(node1_bin.join("dinosay"))
+        .arg("hello")
+        .output()
+        .expect("dinosay runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("< hello >"), "{said}");
 }
 
 #[tokio::test]

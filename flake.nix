@@ -47,7 +47,9 @@
 
       formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
 
-      # The inventory: system-independent plain data (`nix eval --json .#deploy`).
+      # The inventory: system-independent plain data, read as
+      # `nix eval --json .#deploy.nodes` and `.#deploy.cluster` (plain `.#deploy`
+      # would find packages.<system>.deploy first).
       # Adding a worker = a hosts/<name>.nix file plus an entry in `nodes`.
       deploy = inventory.mkDeploy {
         packages = self.packages;

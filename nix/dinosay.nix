@@ -6,8 +6,8 @@ writeShellScriptBin "dinosay" ''
   [ -n "$msg" ] || msg=$(cat)
   printf ' %s\n< %s >\n %s\n' "$(printf '%s' "$msg" | sed 's/./_/g')" "$msg" "$(printf '%s' "$msg" | sed 's/./-/g')"
   cat <<'DINO'
-        \\
-         \\   __
+        \
+         \   __
              / _)
     _.----._/ /
    /         /

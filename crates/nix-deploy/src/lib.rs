@@ -2,6 +2,8 @@
 //! "it runs on the node". It never prints: results are typed, progress is a
 //! stream of typed events, and every long operation can be cancelled.
 //!
+//! - [`nix_cli`]: running `nix` (evaluation, builds) with Nix's errors kept;
+//! - [`inventory`]: the flake's `deploy` output, checked, and building profiles;
 //! - [`remote`]: how to open daemon connections to a node (SSH exec
 //!   channels running `nix-daemon --stdio`, or any local command);
 //! - [`closure`]: closures with path infos, from any store's daemon;
@@ -14,5 +16,7 @@ pub mod closure;
 pub mod copy;
 pub mod deploy;
 pub mod diff;
+pub mod inventory;
+pub mod nix_cli;
 pub mod profile;
 pub mod remote;

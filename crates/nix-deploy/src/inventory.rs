@@ -1,0 +1,291 @@
+//! The cluster inventory: the flake output `deploy` (`deploy.cluster` and
+//! `deploy.nodes.<name>`, written with `nix/inventory.nix`), read with
+//! `nix eval --json`, checked, and turned into typed settings; and building
+//! the selected nodes' profiles in one `nix build`.
+//!
+//! Note: `nix eval FLAKE#deploy` would find `packages.<system>.deploy`
+//! first (Nix tries the `packages` prefix before the bare name), so the
+//! inventory is read as `deploy.cluster` and `deploy.nodes`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nix_wire::StorePath;
+use serde::Deserialize;
+
+use crate::nix_cli::{NixCli, NixError};
+
+mod node;
+
+/// What a node does in the k3s cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Runs `k3s server` (control plane).
+    Server,
+    /// Runs `k3s agent` (worker).
+    Agent,
+}
+
+impl Role {
+    /// The spellings the inventory accepts.
+    pub const ALLOWED: &'static [&'static str] = &["server", "agent"];
+
+    /// The inventory's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// Cluster-wide settings (`deploy.cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSettings {
+    /// The cluster's name.
+    pub name: String,
+    /// Contact address for Let's Encrypt.
+    pub acme_email: String,
+    /// The ingress stack's chart versions.
+    pub ingress: IngressSettings,
+    /// k3s settings shared by all nodes.
+    #[serde(default)]
+    pub k3s: ClusterK3s,
+}
+
+/// Helm chart versions of the ingress stack (`deploy.cluster.ingress`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSettings {
+    /// Traefik chart version (traefik.github.io/charts), e.g. `25.0.0`.
+    pub traefik_chart: String,
+    /// cert-manager chart version (charts.jetstack.io), e.g. `v1.20.0`.
+    pub cert_manager: String,
+}
+
+/// Cluster-wide k3s settings (`deploy.cluster.k3s`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ClusterK3s {
+    /// Whether several servers form an HA control plane (embedded etcd).
+    #[serde(default)]
+    pub ha: bool,
+}
+
+/// One node, checked (`deploy.nodes.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The node's name in the inventory (and its host profile's name).
+    pub name: String,
+    /// Address or DNS name to reach it over SSH.
+    pub hostname: String,
+    /// SSH user (default `root`).
+    pub ssh_user: String,
+    /// SSH port (default 22).
+    pub ssh_port: u16,
+    /// Server or agent.
+    pub role: Role,
+    /// Nix system of the node, e.g. `x86_64-linux`.
+    pub system: String,
+    /// The profile's store path (as evaluated; it may not be built yet).
+    pub profile: StorePath,
+    /// The installable that builds the profile:
+    /// `FLAKE#deploy.nodes.<name>.profile`.
+    pub profile_installable: String,
+    /// Where the profile lives on the node, e.g.
+    /// `/nix/var/nix/profiles/nix-deploy`.
+    pub profile_path: String,
+    /// This node's k3s settings.
+    pub k3s: NodeK3s,
+}
+
+/// A node's k3s settings (`deploy.nodes.<name>.k3s`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeK3s {
+    /// Extra flags for `k3s server` / `k3s agent` on this node.
+    #[serde(default)]
+    pub extra_flags: Vec<String>,
+}
+
+/// The whole inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    /// Cluster-wide settings.
+    pub cluster: ClusterSettings,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeConfig>,
+}
+
+/// What is wrong with the inventory, or why it could not be read or built.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// Nix failed (evaluation or build); its message is kept.
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    /// A part of the output does not have the expected shape.
+    #[error("deploy.{part}: {reason}")]
+    Malformed {
+        /// Which part, e.g. `cluster` or `nodes.k8s-cluster-main`.
+        part: String,
+        /// What serde or we found.
+        reason: String,
+    },
+    /// A node's field is missing or wrong.
+    #[error("node `{node}`: {field} {problem}")]
+    Field {
+        /// The node's name.
+        node: String,
+        /// The field, as spelled in the inventory (e.g. `hostname`).
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+    /// There are no nodes at all.
+    #[error("the inventory has no nodes: add entries to deploy.nodes")]
+    NoNodes,
+    /// No node runs the k3s server.
+    #[error("no node has role = \"server\" (nodes: {nodes}): the cluster needs one")]
+    NoServer {
+        /// All node names, comma-separated.
+        nodes: String,
+    },
+    /// Several servers, but the cluster is not set up for HA.
+    #[error("nodes {servers} all have role = \"server\" but cluster.k3s.ha = false: make all but one an agent, or set cluster.k3s.ha = true")]
+    SeveralServers {
+        /// The servers' names, comma-separated.
+        servers: String,
+    },
+    /// A selected name is not in the inventory.
+    #[error("no node named `{name}` (known: {known})")]
+    UnknownNode {
+        /// The name asked for.
+        name: String,
+        /// The inventory's node names, comma-separated.
+        known: String,
+    },
+    /// `nix build` did not report the profile we evaluated for a node.
+    #[error("nix build did not produce {expected} for node `{node}` (did the flake change since it was evaluated?)")]
+    MissingBuild {
+        /// The node.
+        node: String,
+        /// The store path evaluation promised.
+        expected: StorePath,
+    },
+}
+
+impl Inventory {
+    /// Evaluates `deploy.cluster` and `deploy.nodes` of `nix`'s flake and
+    /// checks them.
+    pub async fn load(nix: &NixCli) -> Result<Inventory, InventoryError> {
+        let (cluster, nodes) = tokio::try_join!(
+            nix.eval_json("deploy.cluster"),
+            nix.eval_json("deploy.nodes")
+        )?;
+        Inventory::from_json(nix, cluster, nodes)
+    }
+
+    /// Checks the evaluated `deploy.cluster` and `deploy.nodes` values;
+    /// `nix` names the flake for the profiles' installables.
+    pub fn from_json(
+        nix: &NixCli,
+        cluster: serde_json::Value,
+        nodes: serde_json::Value,
+    ) -> Result<Inventory, InventoryError> {
+        let malformed = |part: &str, reason: String| InventoryError::Malformed {
+            part: part.to_string(),
+            reason,
+        };
+        let cluster: ClusterSettings =
+            serde_json::from_value(cluster).map_err(|e| malformed("cluster", e.to_string()))?;
+        let raw_nodes: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(nodes).map_err(|e| malformed("nodes", e.to_string()))?;
+        let mut checked = BTreeMap::new();
+        for (name, value) in raw_nodes {
+            let node = node::check_node(nix, &name, &value)?;
+            checked.insert(name, node);
+        }
+        let inventory = Inventory {
+            cluster,
+            nodes: checked,
+        };
+        inventory.check_roles()?;
+        Ok(inventory)
+    }
+
+    /// One server, or several with `cluster.k3s.ha`; at least one node.
+    fn check_roles(&self) -> Result<(), InventoryError> {
+        if self.nodes.is_empty() {
+            return Err(InventoryError::NoNodes);
+        }
+        let servers: Vec<&str> = self
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Server)
+            .map(|n| n.name.as_str())
+            .collect();
+        match servers.len() {
+            0 => Err(InventoryError::NoServer {
+                nodes: self.known_names(),
+            }),
+            1 => Ok(()),
+            _ if self.cluster.k3s.ha => Ok(()),
+            _ => Err(InventoryError::SeveralServers {
+                servers: servers.join(", "),
+            }),
+        }
+    }
+
+    /// The nodes named in `names`, in that order without repeats; the single
+    /// name `all` (or no names) selects every node.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&NodeConfig>, InventoryError> {
+        if names.is_empty() || names.iter().any(|n| n == "all") {
+            return Ok(self.nodes.values().collect());
+        }
+        let mut seen = BTreeSet::new();
+        let mut selected = Vec::new();
+        for name in names {
+            let node = self
+                .nodes
+                .get(name)
+                .ok_or_else(|| InventoryError::UnknownNode {
+                    name: name.clone(),
+                    known: self.known_names(),
+                })?;
+            if seen.insert(name.as_str()) {
+                selected.push(node);
+            }
+        }
+        Ok(selected)
+    }
+
+    /// Node names, comma-separated, for messages.
+    fn known_names(&self) -> String {
+        self.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Builds the profiles of `nodes` in one `nix build` and returns each node's
+/// built profile.
+pub async fn build_profiles(
+    nix: &NixCli,
+    nodes: &[&NodeConfig],
+) -> Result<BTreeMap<String, StorePath>, InventoryError> {
+    let mut installables: Vec<String> = Vec::new();
+    for node in nodes {
+        if !installables.contains(&node.profile_installable) {
+            installables.push(node.profile_installable.clone());
+        }
+    }
+    let results = nix.build(&installables).await?;
+    let built: BTreeSet<&StorePath> = results.iter().flat_map(|r| r.outputs.values()).collect();
+    nodes
+        .iter()
+        .map(|node| match built.contains(&node.profile) {
+            true => Ok((node.name.clone(), node.profile.clone())),
+            false => Err(InventoryError::MissingBuild {
+                node: node.name.clone(),
+                expected: node.profile.clone(),
+            }),
+        })
+        .collect()
+}

@@ -20,3 +20,4 @@ pub mod inventory;
 pub mod nix_cli;
 pub mod profile;
 pub mod remote;
+pub mod shell;

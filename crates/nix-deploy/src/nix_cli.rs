@@ -66,7 +66,7 @@ pub enum NixError {
         source: io::Error,
     },
     /// `nix` ran and failed; `stderr` is its message, byte for byte.
-    #[error("`{command}` failed ({status}):\n{}", strip_ansi(stderr).trim_end())]
+    #[error("`{command}` failed ({status}):\n{}", nix_wire::daemon::strip_ansi(stderr).trim_end())]
     Failed {
         /// The command line.
         command: String,
@@ -237,57 +237,9 @@ fn parse_build_json(stdout: &str) -> Result<Vec<BuildResult>, String> {
 fn command_line(program: &OsString, args: &[OsString]) -> String {
     std::iter::once(program)
         .chain(args)
-        .map(|a| shell_quote(&a.to_string_lossy()))
+        .map(|a| crate::shell::quote(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Quotes one word for a POSIX shell when it needs it.
-fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,#".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-/// `text` without terminal escape sequences (Nix colours its messages even
-/// when stderr is not a terminal).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\x1b' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek() {
-            // CSI: ESC [ parameters… final byte in @..~
-            Some('[') => {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            // OSC (e.g. hyperlinks): ESC ] … BEL or ESC \
-            Some(']') => {
-                chars.next();
-                while let Some(c) = chars.next() {
-                    if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
-                        break;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 impl fmt::Display for BuildResult {
@@ -300,24 +252,5 @@ impl fmt::Display for BuildResult {
             write!(f, " {name}={path}")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_colours_and_links() {
-        let s = "\x1b[31;1merror:\x1b[0m x \x1b]8;;http://a\x1b\\link\x1b]8;;\x07 y";
-        assert_eq!(strip_ansi(s), "error: x link y");
-    }
-
-    #[test]
-    fn quotes_words_a_shell_would_split() {
-        assert_eq!(shell_quote("nix-command flakes"), "'nix-command flakes'");
-        assert_eq!(shell_quote("path:/a#b.c"), "path:/a#b.c");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
 }

@@ -7,6 +7,8 @@
 use deploy_ssh::{SshError, SshSession};
 use nix_wire::StorePath;
 
+use crate::shell::quote;
+
 /// Why reading or switching a profile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -37,11 +39,6 @@ pub enum ProfileError {
     },
 }
 
-/// Quotes `s` for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 fn node_name(session: &SshSession) -> String {
     format!("{}@{}:{}", session.user(), session.host(), session.port())
 }
@@ -69,7 +66,7 @@ pub async fn current(
         session,
         format!(
             "if [ -e {p} ]; then readlink -f {p}; fi",
-            p = shell_quote(profile)
+            p = quote(profile)
         ),
     )
     .await?;
@@ -99,24 +96,10 @@ pub async fn switch(
         session,
         format!(
             "nix-env --profile {} --set {}",
-            shell_quote(profile),
-            shell_quote(&closure.to_string())
+            quote(profile),
+            quote(&closure.to_string())
         ),
     )
     .await
     .map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn quotes_for_sh() {
-        assert_eq!(
-            shell_quote("/nix/var/nix/profiles/x"),
-            "'/nix/var/nix/profiles/x'"
-        );
-        assert_eq!(shell_quote("a'b; rm -rf /"), r"'a'\''b; rm -rf /'");
-    }
 }

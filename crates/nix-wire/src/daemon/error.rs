@@ -46,24 +46,38 @@ impl fmt::Display for DaemonError {
     }
 }
 
-/// Removes ANSI escape sequences (`ESC [ … final-byte`) from daemon text.
+/// `text` without terminal escape sequences: SGR colours (`ESC [ … m`) and
+/// other CSI sequences, and OSC hyperlinks (`ESC ] … BEL`), which Nix puts
+/// in its messages even when they do not go to a terminal.
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: ESC [ parameters… final byte in @..~
+            Some('[') => {
                 chars.next();
-                // Parameters and intermediates, then one final byte in @..~.
                 for c in chars.by_ref() {
                     if ('@'..='~').contains(&c) {
                         break;
                     }
                 }
             }
-            continue;
+            // OSC (e.g. hyperlinks): ESC ] … BEL or ESC \
+            Some(']') => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
         }
-        out.push(c);
     }
     out
 }
@@ -233,5 +247,7 @@ mod tests {
             strip_ansi("\x1b[31;1merror:\x1b[0m boom\x1b"),
             "error: boom"
         );
+        let link = "\x1b[31;1merror:\x1b[0m x \x1b]8;;http://a\x1b\\link\x1b]8;;\x07 y";
+        assert_eq!(strip_ansi(link), "error: x link y");
     }
 }

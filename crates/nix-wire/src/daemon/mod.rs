@@ -31,7 +31,7 @@ pub mod transport;
 pub mod upload;
 
 pub use client::DaemonClient;
-pub use error::{DaemonError, Error};
+pub use error::{strip_ansi, DaemonError, Error};
 pub use handshake::{ClientConfig, ProtocolVersion, Trust};
 pub use ops::{BuildMode, Missing};
 pub use options::ClientOptions;

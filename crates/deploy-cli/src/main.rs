@@ -3,11 +3,14 @@
 //! the libraries (`nix-wire` for now).
 //!
 //! Exit codes: 0 success, 1 failure (the message says what failed and what
-//! to do), 2 usage error.
+//! to do), 2 usage error; a deploy of several nodes also uses 3 (some nodes
+//! failed) and 4 (every node failed).
 
 mod copy;
 mod path_info_json;
 mod progress;
+mod report;
+mod rollout;
 mod ssh_args;
 mod store;
 
@@ -16,11 +19,23 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Nix-native deployer for small k3s clusters on plain Debian VPS nodes.
+///
+/// Without a subcommand, deploys the flake's nodes: `deploy all`,
+/// `deploy NODE...`, `deploy --diff`. Exit codes: 0 success, 1 failure
+/// before any node was touched (bad input, evaluation or build error), 2
+/// usage error, 3 some nodes failed, 4 every node failed.
 #[derive(Parser)]
-#[command(name = "deploy", version, about)]
+#[command(
+    name = "deploy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    rollout: rollout::RolloutArgs,
 }
 
 #[derive(Subcommand)]
@@ -47,8 +62,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Store(cmd) => store::run(cmd).await.map_err(|e| e.to_string()),
-            Command::Copy(args) => copy::run(args).await.map_err(|e| e.to_string()),
+            Some(Command::Store(cmd)) => store::run(cmd).await.map_err(|e| e.to_string()),
+            Some(Command::Copy(args)) => copy::run(args).await.map_err(|e| e.to_string()),
+            None => rollout::run(cli.rollout).await.map_err(|e| e.to_string()),
         }
     });
     match result {

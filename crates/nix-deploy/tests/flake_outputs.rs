@@ -77,7 +77,7 @@ async fn flake_check_passes_and_outputs_cover_both_systems() {
 #[tokio::test]
 async fn nix_accepts_the_lock_file_offline() {
     let repo = repo();
-    let nix = NixCli::new(format!("path:{}", repo.display()));
+    let nix = NixCli::new(repo.display().to_string());
     let meta = nix
         .run(&[
             "flake",

@@ -131,7 +131,7 @@ async fn a_version_bump_in_the_fixture_changes_only_that_hosts_profile() {
         "\"cowsay\": \"3.8.4\"",
         "\"cowsay\": \"3.8.5\"",
     );
-    let nix = nix_with(&repo(), fixture.path());
+    let nix = repo_nix_with(fixture.path());
     let after = Inventory::load(&nix).await.expect("inventory");
     assert_ne!(
         before.nodes["k8s-cluster-main"].profile,

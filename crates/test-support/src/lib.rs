@@ -4,6 +4,8 @@
 //! Test code only: these helpers panic with a clear message instead of
 //! returning errors.
 
+pub mod flake;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

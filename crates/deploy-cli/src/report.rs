@@ -1,0 +1,231 @@
+//! Renders deploy results: the plan of a dry run, `--diff` previews, live
+//! progress and the per-node summary table; as text for people or JSON.
+
+use std::io::IsTerminal;
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nix_deploy::copy::CopyEvent;
+use nix_deploy::deploy::{DeployEvent, NodeError, NodeOutcome, NodePlan, NodeStatus};
+use nix_deploy::diff::NodeDiff;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn target(plan: &NodePlan) -> String {
+    plan.target.to_string()
+}
+
+/// What a dry run or `--goal build` would do per node.
+pub fn plans(plans: &[NodePlan], as_json: bool) {
+    if as_json {
+        let nodes: Vec<Value> = plans
+            .iter()
+            .map(|p| json!({"name": p.name, "target": target(p), "profilePath": p.profile_path, "profile": p.profile.to_string()}))
+            .collect();
+        println!("{}", json!({ "nodes": nodes }));
+        return;
+    }
+    for p in plans {
+        println!(
+            "{}: {} → {} ({})",
+            p.name,
+            p.profile,
+            p.profile_path,
+            target(p)
+        );
+    }
+}
+
+fn signed(n: i128) -> String {
+    let sign = if n < 0 { "-" } else { "+" };
+    format!("{sign}{}", HumanBytes(n.unsigned_abs() as u64))
+}
+
+fn diff_json(d: &NodeDiff) -> Value {
+    let pkg = |p: &nix_deploy::diff::Package| json!({"name": p.name, "version": p.version, "path": p.path.to_string()});
+    json!({
+        "oldProfile": d.old_profile.as_ref().map(ToString::to_string),
+        "newProfile": d.new_profile.to_string(),
+        "added": d.added.iter().map(pkg).collect::<Vec<_>>(),
+        "removed": d.removed.iter().map(pkg).collect::<Vec<_>>(),
+        "changed": d.changed.iter().map(|c| json!({"name": c.name, "oldVersion": c.old_version, "newVersion": c.new_version})).collect::<Vec<_>>(),
+        "oldClosureBytes": d.old_closure_bytes,
+        "newClosureBytes": d.new_closure_bytes,
+        "transferPaths": d.transfer_paths,
+        "transferBytes": d.transfer_bytes,
+        "empty": d.is_empty(),
+    })
+}
+
+/// `--diff` results.
+pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool) {
+    if as_json {
+        let nodes: Vec<Value> = diffs
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(d) => json!({"name": name, "diff": diff_json(d)}),
+                Err(e) => json!({"name": name, "error": e.to_string()}),
+            })
+            .collect();
+        println!("{}", json!({ "nodes": nodes }));
+        return;
+    }
+    for (name, r) in diffs {
+        let d = match r {
+            Ok(d) => d,
+            Err(e) => {
+                println!("{name}: cannot preview: {e}");
+                continue;
+            }
+        };
+        if d.is_empty() {
+            println!("{name}: no changes");
+            continue;
+        }
+        match &d.old_profile {
+            Some(old) => println!("{name}: {old} → {}", d.new_profile),
+            None => println!("{name}: new profile {}", d.new_profile),
+        }
+        for p in &d.added {
+            println!("  + {} {}", p.name, p.version);
+        }
+        for p in &d.removed {
+            println!("  - {} {}", p.name, p.version);
+        }
+        for c in &d.changed {
+            println!("  ~ {} {} → {}", c.name, c.old_version, c.new_version);
+        }
+        println!(
+            "  closure {} → {} ({}); to transfer: {} paths, {}",
+            HumanBytes(d.old_closure_bytes),
+            HumanBytes(d.new_closure_bytes),
+            signed(i128::from(d.new_closure_bytes) - i128::from(d.old_closure_bytes)),
+            d.transfer_paths,
+            HumanBytes(d.transfer_bytes)
+        );
+    }
+}
+
+/// Live progress: a bar per node on a terminal, JSON lines with `--json`.
+pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, as_json: bool) {
+    let multi = MultiProgress::with_draw_target(if !as_json && std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template("{prefix:20} [{bar:30}] {bytes}/{total_bytes} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
+    while let Some(event) = rx.recv().await {
+        if as_json {
+            if let Some(v) = event_json(&event) {
+                println!("{v}");
+            }
+        }
+        match event {
+            DeployEvent::NodeStarted { name } => {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(style.clone());
+                bar.set_prefix(name.clone());
+                bar.set_message("connecting");
+                bars.insert(name, bar);
+            }
+            DeployEvent::Copy { name, event } => {
+                if let Some(bar) = bars.get(&name) {
+                    match event {
+                        CopyEvent::Planned {
+                            missing_bytes,
+                            missing_paths,
+                            ..
+                        } => {
+                            bar.set_length(missing_bytes);
+                            bar.set_message(format!("copying {missing_paths} paths"));
+                        }
+                        CopyEvent::BytesSent { bytes } => bar.inc(bytes),
+                        _ => {}
+                    }
+                }
+            }
+            DeployEvent::Switched { name } => {
+                if let Some(bar) = bars.get(&name) {
+                    bar.set_message("profile switched");
+                }
+            }
+        }
+    }
+    for bar in bars.values() {
+        bar.finish_and_clear();
+    }
+}
+
+fn event_json(event: &DeployEvent) -> Option<Value> {
+    Some(match event {
+        DeployEvent::NodeStarted { name } => json!({"event": "nodeStarted", "node": name}),
+        DeployEvent::Switched { name } => json!({"event": "switched", "node": name}),
+        DeployEvent::Copy {
+            name,
+            event:
+                CopyEvent::Planned {
+                    closure_paths,
+                    present_paths,
+                    missing_paths,
+                    missing_bytes,
+                },
+        } => {
+            json!({"event": "copyPlanned", "node": name, "closurePaths": closure_paths, "presentPaths": present_paths, "missingPaths": missing_paths, "missingBytes": missing_bytes})
+        }
+        DeployEvent::Copy {
+            name,
+            event: CopyEvent::PathsDone { paths },
+        } => json!({"event": "pathsDone", "node": name, "paths": paths}),
+        DeployEvent::Copy { .. } => return None,
+    })
+}
+
+/// The per-node summary table (or JSON).
+pub fn outcomes(outcomes: &[NodeOutcome], as_json: bool) {
+    if as_json {
+        let nodes: Vec<Value> = outcomes
+            .iter()
+            .map(|o| {
+                let (status, error) = match &o.status {
+                    NodeStatus::Done => ("ok", None),
+                    NodeStatus::Failed(e) => ("failed", Some(e.to_string())),
+                };
+                json!({"name": o.name, "status": status, "error": error, "sentPaths": o.sent_paths,
+                    "sentBytes": o.sent_bytes, "seconds": o.elapsed.as_secs_f64()})
+            })
+            .collect();
+        println!("{}", json!({"event": "summary", "nodes": nodes}));
+        return;
+    }
+    let width = outcomes
+        .iter()
+        .map(|o| o.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    eprintln!(
+        "{:width$}  {:6}  {:>6}  {:>10}  {:>7}",
+        "NODE", "STATUS", "PATHS", "SENT", "TIME"
+    );
+    for o in outcomes {
+        let status = match o.status {
+            NodeStatus::Done => "ok",
+            NodeStatus::Failed(_) => "FAILED",
+        };
+        eprintln!(
+            "{:width$}  {:6}  {:>6}  {:>10}  {:>6.1}s",
+            o.name,
+            status,
+            o.sent_paths,
+            HumanBytes(o.sent_bytes).to_string(),
+            o.elapsed.as_secs_f64()
+        );
+    }
+    for o in outcomes {
+        if let NodeStatus::Failed(e) = &o.status {
+            eprintln!("{}: {e}", o.name);
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `deploy [all|NODE...]`: evaluate the flake's inventory, build the
+//! selected profiles in one `nix` invocation, then copy and switch every
+//! node in parallel (or, with `--diff`, preview what that would change,
+//! changing nothing; with `--dry-run`, show the plan without touching nodes).
+//!
+//! Exit codes: 0 every node succeeded (or nothing to do), 1 bad input or a
+//! failure before any node was touched (unknown node, evaluation or build
+//! error, `nix` missing), 2 usage error, 3 some nodes failed and others
+//! succeeded, 4 every node failed.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use deploy_ssh::Target;
+use nix_deploy::copy::CopyOptions;
+use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
+use nix_deploy::inventory::{build_profiles, Inventory, InventoryError};
+use nix_deploy::nix_cli::NixCli;
+use tokio_util::sync::CancellationToken;
+
+use crate::report;
+use crate::ssh_args::SshArgs;
+
+/// How far to go.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum GoalArg {
+    /// Stop after building the profiles.
+    Build,
+    /// Stop after copying the closures.
+    Push,
+    /// Stop after switching the profiles.
+    Switch,
+    /// Everything, including the cluster stages.
+    All,
+}
+
+/// Arguments of the deploy itself (the default command).
+#[derive(Args, Debug)]
+pub struct RolloutArgs {
+    /// `all`, or the names of the nodes to deploy.
+    #[arg(default_value = "all")]
+    nodes: Vec<String>,
+    /// Preview, against the live nodes, what a deploy would change; change nothing.
+    #[arg(long)]
+    diff: bool,
+    /// Evaluate and build, then show what would be done per node without touching nodes.
+    #[arg(long)]
+    dry_run: bool,
+    /// The flake holding the inventory (`deploy.nodes`).
+    #[arg(long, default_value = ".", value_name = "REF")]
+    flake: String,
+    /// Deploy a node's profile to another address (e.g. a replacement machine).
+    #[arg(long = "target", value_name = "NODE=[USER@]HOST[:PORT]")]
+    targets: Vec<String>,
+    /// Passed to nix: override a flake input.
+    #[arg(long, num_args = 2, value_names = ["INPUT", "REF"])]
+    override_input: Vec<String>,
+    /// Passed to nix: set a Nix option.
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"])]
+    nix_options: Vec<String>,
+    /// Stop after this stage.
+    #[arg(long, value_enum, default_value = "all")]
+    goal: GoalArg,
+    /// Nodes deployed at once.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
+    /// Daemon connections per node for copying.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Stop every node when one fails.
+    #[arg(long)]
+    fail_fast: bool,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Command that runs the Nix daemon on the nodes, speaking on stdio.
+    #[arg(long, default_value = deploy_ssh::DEFAULT_DAEMON_COMMAND, value_name = "COMMAND")]
+    remote_program: String,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
+/// Why a deploy stopped before touching nodes.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// The inventory could not be read, validated or built.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// A `--target` is malformed or names an unknown node.
+    #[error("--target {0}")]
+    Target(String),
+}
+
+impl RolloutArgs {
+    fn nix(&self) -> NixCli {
+        let mut extra = Vec::new();
+        for pair in self.override_input.chunks(2) {
+            extra.push("--override-input".to_owned());
+            extra.extend(pair.iter().cloned());
+        }
+        for pair in self.nix_options.chunks(2) {
+            extra.push("--option".to_owned());
+            extra.extend(pair.iter().cloned());
+        }
+        NixCli::new(self.flake.clone()).with_args(extra)
+    }
+
+    fn target_overrides(
+        &self,
+        inventory: &Inventory,
+    ) -> Result<BTreeMap<String, Target>, RolloutError> {
+        self.targets
+            .iter()
+            .map(|t| {
+                let (node, addr) = t.split_once('=').ok_or_else(|| {
+                    RolloutError::Target(format!("{t:?}: expected NODE=[USER@]HOST[:PORT]"))
+                })?;
+                if !inventory.nodes.contains_key(node) {
+                    return Err(RolloutError::Target(format!(
+                        "{t:?}: no node {node:?} in the inventory"
+                    )));
+                }
+                let target =
+                    Target::parse(addr).map_err(|e| RolloutError::Target(format!("{t:?}: {e}")))?;
+                Ok((node.to_owned(), target))
+            })
+            .collect()
+    }
+
+    fn options(&self) -> DeployOptions {
+        DeployOptions {
+            goal: match self.goal {
+                GoalArg::Build => Goal::Build,
+                GoalArg::Push => Goal::Push,
+                GoalArg::Switch => Goal::Switch,
+                GoalArg::All => Goal::All,
+            },
+            jobs: self.jobs,
+            fail_fast: self.fail_fast,
+            copy: CopyOptions {
+                jobs: self.connections,
+                ..CopyOptions::default()
+            },
+            ssh: self.ssh.options(),
+            daemon_command: self.remote_program.clone(),
+        }
+    }
+}
+
+/// Runs the deploy, the preview or the dry run.
+pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
+    let nix = args.nix();
+    let inventory = Inventory::load(&nix).await?;
+    let selected = inventory.select(&args.nodes)?;
+    let overrides = args.target_overrides(&inventory)?;
+    let built = build_profiles(&nix, &selected).await?;
+    let plans: Vec<NodePlan> = selected
+        .iter()
+        .map(|node| NodePlan {
+            name: node.name.clone(),
+            target: overrides
+                .get(&node.name)
+                .cloned()
+                .unwrap_or_else(|| Target {
+                    user: Some(node.ssh_user.clone()),
+                    host: node.hostname.clone(),
+                    port: Some(node.ssh_port),
+                }),
+            profile_path: node.profile_path.clone(),
+            profile: built
+                .get(&node.name)
+                .cloned()
+                .unwrap_or_else(|| node.profile.clone()),
+        })
+        .collect();
+    let opts = args.options();
+    if args.dry_run || opts.goal == Goal::Build {
+        report::plans(&plans, args.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.diff {
+        let diffs = diff_nodes(plans, &opts).await;
+        let failed = diffs.iter().filter(|(_, r)| r.is_err()).count();
+        report::diffs(&diffs, args.json);
+        return Ok(exit_code(failed, diffs.len()));
+    }
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress = tokio::spawn(report::progress(rx, args.json));
+    let outcomes = deploy_nodes(plans, &opts, Some(tx), &cancel).await;
+    let _ = progress.await;
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.status, NodeStatus::Failed(_)))
+        .count();
+    report::outcomes(&outcomes, args.json);
+    Ok(exit_code(failed, outcomes.len()))
+}
+
+fn exit_code(failed: usize, total: usize) -> ExitCode {
+    match failed {
+        0 => ExitCode::SUCCESS,
+        f if f == total => ExitCode::from(4),
+        _ => ExitCode::from(3),
+    }
+}

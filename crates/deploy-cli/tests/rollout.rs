@@ -1,0 +1,338 @@
+//! `deploy [all|NODE...]` and `deploy --diff` end to end: the repository's
+//! real flake.nix and hosts/*.nix, evaluated with nixpkgs replaced by the
+//! fixture package set, deployed to throwaway VPS nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
+use test_support::flake::{
+    copy_fixture_nixpkgs, copy_flake, edit, fixture_nixpkgs, flake_ref, nix_args,
+};
+use test_support::{repo_root, run};
+
+const MAIN: &str = "k8s-cluster-main";
+const WORKER: &str = "k8s-cluster-node-1";
+const PROFILE: &str = "/nix/var/nix/profiles/nix-deploy";
+
+/// Two nodes standing in for the inventory's two: the control plane on
+/// Debian 13's Nix 2.26, the worker on Nix 2.8.
+fn cluster() -> Cluster {
+    Cluster::start(
+        &ClusterSpec::new()
+            .node("main", NodeKind::Trixie)
+            .node("worker", NodeKind::LocalNix),
+    )
+    .unwrap()
+}
+
+/// `deploy` on `flake` (a directory) with nixpkgs from `nixpkgs`, aimed at
+/// the cluster's nodes.
+fn deploy(cluster: &Cluster, flake: &str, nixpkgs: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
+    c.arg("--flake").arg(flake).args(nix_args(nixpkgs));
+    c.args([
+        "--no-agent",
+        "--ssh-config",
+        "none",
+        "--connect-timeout",
+        "3",
+    ]);
+    c.arg("-i").arg(cluster.client_key());
+    c.arg("--known-hosts").arg(cluster.known_hosts());
+    for (name, node) in [(MAIN, "main"), (WORKER, "worker")] {
+        let ip = cluster.node(node).unwrap().ip();
+        c.arg("--target").arg(format!("{name}=root@{ip}"));
+    }
+    c.args(args).output().unwrap()
+}
+
+fn repo_flake() -> String {
+    repo_root().display().to_string()
+}
+
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(last).unwrap()
+}
+
+fn by_name(v: &Value) -> BTreeMap<String, Value> {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap().to_owned(), n.clone()))
+        .collect()
+}
+
+fn names(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn profile_target(node: &Node) -> String {
+    node.run_ok(&format!(
+        "if [ -e {PROFILE} ]; then readlink -f {PROFILE}; fi"
+    ))
+    .unwrap()
+    .trim()
+    .to_owned()
+}
+
+/// The NAR bytes of `new`'s closure members that `old`'s closure lacks.
+fn missing_bytes(old: &str, new: &str) -> u64 {
+    let closure = |p: &str| -> BTreeMap<String, u64> {
+        let text = run(Command::new("nix").args([
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "-r",
+            "--json",
+            p,
+        ]));
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["path"].as_str().unwrap().to_owned(),
+                    i["narSize"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (old, new) = (closure(old), closure(new));
+    new.iter()
+        .filter(|(p, _)| !old.contains_key(*p))
+        .map(|(_, s)| s)
+        .sum()
+}
+
+#[test]
+fn deploy_all_then_diff_names_exactly_a_version_bump() {
+    let cluster = cluster();
+    let (main, worker) = (
+        cluster.node("main").unwrap(),
+        cluster.node("worker").unwrap(),
+    );
+    let fixture = fixture_nixpkgs();
+
+    // Before anything: everything would be added; the nodes stay untouched.
+    let store_before = main.run_ok("ls /nix/store | wc -l").unwrap();
+    let out = deploy(&cluster, &repo_flake(), &fixture, &["--diff", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff = by_name(&json(&out));
+    assert_eq!(
+        names(&diff[MAIN]["diff"]["added"]),
+        ["cowsay", "htop", "k3s"].map(String::from).into()
+    );
+    assert_eq!(
+        names(&diff[WORKER]["diff"]["added"]),
+        ["dinosay", "htop", "k3s"].map(String::from).into()
+    );
+    assert!(diff[MAIN]["diff"]["oldProfile"].is_null());
+    assert!(diff[MAIN]["diff"]["transferPaths"].as_u64().unwrap() > 3);
+    assert_eq!(profile_target(main), "");
+    assert_eq!(main.run_ok("ls /nix/store | wc -l").unwrap(), store_before);
+
+    // Deploy both nodes in parallel: each profile holds exactly its host's programs.
+    let out = deploy(&cluster, &repo_flake(), &fixture, &["all", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = by_name(&json(&out));
+    for (name, node, programs) in [
+        (
+            MAIN,
+            main,
+            vec!["cowsay", "crictl", "ctr", "htop", "k3s", "kubectl"],
+        ),
+        (
+            WORKER,
+            worker,
+            vec!["crictl", "ctr", "dinosay", "htop", "k3s", "kubectl"],
+        ),
+    ] {
+        assert_eq!(summary[name]["status"], "ok", "{:?}", summary[name]);
+        let bin = node.run_ok(&format!("ls {PROFILE}/bin")).unwrap();
+        assert_eq!(bin.lines().collect::<Vec<_>>(), programs, "{name}");
+        assert!(node.run_ok(&format!("{PROFILE}/bin/htop")).is_ok());
+    }
+    let deployed_main = profile_target(main);
+
+    // Nothing changed since: the diff is empty.
+    let out = deploy(&cluster, &repo_flake(), &fixture, &["--diff", "--json"]);
+    let diff = by_name(&json(&out));
+    assert_eq!(diff[MAIN]["diff"]["empty"], true, "{:?}", diff[MAIN]);
+    assert_eq!(diff[WORKER]["diff"]["empty"], true, "{:?}", diff[WORKER]);
+
+    // cowsay 3.8.4 -> 3.8.5: the diff names exactly that, with the right bytes.
+    let bumped = copy_fixture_nixpkgs();
+    edit(
+        &bumped.path().join("versions.json"),
+        "\"cowsay\": \"3.8.4\"",
+        "\"cowsay\": \"3.8.5\"",
+    );
+    let out = deploy(
+        &cluster,
+        &repo_flake(),
+        bumped.path(),
+        &["--diff", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff = by_name(&json(&out));
+    let d = &diff[MAIN]["diff"];
+    assert_eq!(
+        d["changed"],
+        serde_json::json!([{"name": "cowsay", "oldVersion": "3.8.4", "newVersion": "3.8.5"}])
+    );
+    assert_eq!(d["added"], serde_json::json!([]));
+    assert_eq!(d["removed"], serde_json::json!([]));
+    let new_profile = d["newProfile"].as_str().unwrap();
+    assert_eq!(
+        d["transferBytes"].as_u64().unwrap(),
+        missing_bytes(&deployed_main, new_profile)
+    );
+    assert_eq!(diff[WORKER]["diff"]["empty"], true);
+    assert_eq!(
+        profile_target(main),
+        deployed_main,
+        "--diff changed nothing"
+    );
+    // The text form says the same to a person.
+    let out = deploy(&cluster, &repo_flake(), bumped.path(), &["--diff", MAIN]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("~ cowsay 3.8.4 → 3.8.5"), "{text}");
+
+    // After deploying the bump, the diff is empty again.
+    assert!(deploy(&cluster, &repo_flake(), bumped.path(), &[MAIN])
+        .status
+        .success());
+    assert_eq!(profile_target(main), new_profile);
+    let gens = main
+        .run_ok(&format!("nix-env --list-generations -p {PROFILE}"))
+        .unwrap();
+    assert_eq!(gens.lines().count(), 2, "{gens}");
+    let out = deploy(
+        &cluster,
+        &repo_flake(),
+        bumped.path(),
+        &["--diff", "--json"],
+    );
+    assert_eq!(by_name(&json(&out))[MAIN]["diff"]["empty"], true);
+}
+
+#[test]
+fn a_node_that_is_down_fails_alone_with_a_partial_exit_code() {
+    let cluster = cluster();
+    let worker = cluster.node("worker").unwrap();
+    worker.stop_sshd();
+    let out = deploy(&cluster, &repo_flake(), &fixture_nixpkgs(), &["--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = by_name(&json(&out));
+    assert_eq!(summary[MAIN]["status"], "ok");
+    assert_eq!(summary[WORKER]["status"], "failed");
+    let error = summary[WORKER]["error"].as_str().unwrap();
+    assert!(error.contains(&worker.ip().to_string()), "{error}");
+    assert!(!profile_target(cluster.node("main").unwrap()).is_empty());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let cluster = cluster();
+    let main = cluster.node("main").unwrap();
+    let fixture = fixture_nixpkgs();
+    let check = |out: Output, expect: &[&str]| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        for e in expect {
+            assert!(err.contains(e), "expected {e:?} in: {err}");
+        }
+        assert_eq!(profile_target(main), "", "nothing reached the node");
+    };
+    check(
+        deploy(&cluster, &repo_flake(), &fixture, &["nope"]),
+        &["nope", MAIN, WORKER],
+    );
+
+    let broken = copy_flake();
+    edit(
+        &broken.path().join("flake.nix"),
+        "name = \"k8s\";",
+        "name = throw \"inventory broken on purpose\";",
+    );
+    check(
+        deploy(&cluster, &flake_ref(broken.path()), &fixture, &[]),
+        &["inventory broken on purpose"],
+    );
+
+    let no_address = copy_flake();
+    edit(
+        &no_address.path().join("flake.nix"),
+        "hostname = \"203.0.113.11\";",
+        "",
+    );
+    check(
+        deploy(&cluster, &flake_ref(no_address.path()), &fixture, &[]),
+        &[WORKER, "hostname"],
+    );
+
+    let bad_role = copy_flake();
+    edit(
+        &bad_role.path().join("flake.nix"),
+        "role = \"agent\";",
+        "role = \"boss\";",
+    );
+    check(
+        deploy(&cluster, &flake_ref(bad_role.path()), &fixture, &[]),
+        &[WORKER, "boss", "server", "agent"],
+    );
+
+    let fails_to_build = copy_flake();
+    let host = fails_to_build.path().join("hosts/k8s-cluster-node-1.nix");
+    edit(
+        &host,
+        "pkgs.k3s",
+        "pkgs.k3s\n    (pkgs.runCommand \"broken-on-purpose\" { } \"exit 1\")",
+    );
+    check(
+        deploy(&cluster, &flake_ref(fails_to_build.path()), &fixture, &[]),
+        &["broken-on-purpose"],
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .arg("--flake")
+        .arg(repo_flake())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    check(out, &["nix not found on PATH", "apt-get install nix-bin"]);
+}

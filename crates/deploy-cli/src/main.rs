@@ -7,6 +7,7 @@
 //! failed) and 4 (every node failed).
 
 mod copy;
+mod logging;
 mod path_info_json;
 mod progress;
 mod report;

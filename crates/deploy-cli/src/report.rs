@@ -10,6 +10,31 @@ use nix_deploy::diff::NodeDiff;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// How much to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// JSON on stdout.
+    Json,
+    /// Only failures.
+    Quiet,
+    /// Progress bars on a terminal and the summary table.
+    Normal,
+    /// Also a line per step of each node.
+    Verbose,
+}
+
+impl Verbosity {
+    /// From the command-line flags.
+    pub fn new(quiet: bool, verbose: u8, json: bool) -> Self {
+        match (json, quiet, verbose) {
+            (true, _, _) => Verbosity::Json,
+            (_, true, _) => Verbosity::Quiet,
+            (_, _, 0) => Verbosity::Normal,
+            _ => Verbosity::Verbose,
+        }
+    }
+}
+
 fn target(plan: &NodePlan) -> String {
     plan.target.to_string()
 }
@@ -105,9 +130,12 @@ pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool) {
     }
 }
 
-/// Live progress: a bar per node on a terminal, JSON lines with `--json`.
-pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, as_json: bool) {
-    let multi = MultiProgress::with_draw_target(if !as_json && std::io::stderr().is_terminal() {
+/// Live progress: a bar per node on a terminal, JSON lines with `--json`,
+/// a line per step with `-v`.
+pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosity) {
+    let as_json = verbosity == Verbosity::Json;
+    let bars_shown = verbosity == Verbosity::Normal && std::io::stderr().is_terminal();
+    let multi = MultiProgress::with_draw_target(if bars_shown {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
@@ -120,6 +148,11 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, as_json: bool) {
         if as_json {
             if let Some(v) = event_json(&event) {
                 println!("{v}");
+            }
+        }
+        if verbosity == Verbosity::Verbose {
+            if let Some(line) = event_line(&event) {
+                eprintln!("{line}");
             }
         }
         match event {
@@ -158,6 +191,18 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, as_json: bool) {
     }
 }
 
+fn event_line(event: &DeployEvent) -> Option<String> {
+    Some(match event {
+        DeployEvent::NodeStarted { name } => format!("{name}: connecting"),
+        DeployEvent::Switched { name } => format!("{name}: profile switched"),
+        DeployEvent::Copy { name, event: CopyEvent::Planned { closure_paths, present_paths, missing_paths, missing_bytes } } => format!(
+            "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
+            HumanBytes(*missing_bytes)
+        ),
+        DeployEvent::Copy { .. } => return None,
+    })
+}
+
 fn event_json(event: &DeployEvent) -> Option<Value> {
     Some(match event {
         DeployEvent::NodeStarted { name } => json!({"event": "nodeStarted", "node": name}),
@@ -182,9 +227,9 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
     })
 }
 
-/// The per-node summary table (or JSON).
-pub fn outcomes(outcomes: &[NodeOutcome], as_json: bool) {
-    if as_json {
+/// The per-node summary table (or JSON; with `-q` only the failures).
+pub fn outcomes(outcomes: &[NodeOutcome], verbosity: Verbosity) {
+    if verbosity == Verbosity::Json {
         let nodes: Vec<Value> = outcomes
             .iter()
             .map(|o| {
@@ -199,6 +244,17 @@ pub fn outcomes(outcomes: &[NodeOutcome], as_json: bool) {
         println!("{}", json!({"event": "summary", "nodes": nodes}));
         return;
     }
+    if verbosity != Verbosity::Quiet {
+        table(outcomes);
+    }
+    for o in outcomes {
+        if let NodeStatus::Failed(e) = &o.status {
+            eprintln!("{}: {e}", o.name);
+        }
+    }
+}
+
+fn table(outcomes: &[NodeOutcome]) {
     let width = outcomes
         .iter()
         .map(|o| o.name.len())
@@ -222,10 +278,5 @@ pub fn outcomes(outcomes: &[NodeOutcome], as_json: bool) {
             HumanBytes(o.sent_bytes).to_string(),
             o.elapsed.as_secs_f64()
         );
-    }
-    for o in outcomes {
-        if let NodeStatus::Failed(e) = &o.status {
-            eprintln!("{}: {e}", o.name);
-        }
     }
 }

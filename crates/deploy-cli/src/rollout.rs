@@ -19,7 +19,7 @@ use nix_deploy::inventory::{build_profiles, Inventory, InventoryError};
 use nix_deploy::nix_cli::NixCli;
 use tokio_util::sync::CancellationToken;
 
-use crate::report;
+use crate::report::{self, Verbosity};
 use crate::ssh_args::SshArgs;
 
 /// How far to go.
@@ -74,6 +74,12 @@ pub struct RolloutArgs {
     /// Print machine-readable JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Say more: each node's steps (-v), then the libraries' debug logs (-vv).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Say less: no progress and no summary table, only failures.
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
     /// Command that runs the Nix daemon on the nodes, speaking on stdio.
     #[arg(long, default_value = deploy_ssh::DEFAULT_DAEMON_COMMAND, value_name = "COMMAND")]
     remote_program: String,
@@ -150,6 +156,8 @@ impl RolloutArgs {
 
 /// Runs the deploy, the preview or the dry run.
 pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
+    let verbosity = Verbosity::new(args.quiet, args.verbose, args.json);
+    crate::logging::init(args.verbose);
     let nix = args.nix();
     let inventory = Inventory::load(&nix).await?;
     let selected = inventory.select(&args.nodes)?;
@@ -193,14 +201,14 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
         }
     });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(report::progress(rx, args.json));
+    let progress = tokio::spawn(report::progress(rx, verbosity));
     let outcomes = deploy_nodes(plans, &opts, Some(tx), &cancel).await;
     let _ = progress.await;
     let failed = outcomes
         .iter()
         .filter(|o| matches!(o.status, NodeStatus::Failed(_)))
         .count();
-    report::outcomes(&outcomes, args.json);
+    report::outcomes(&outcomes, verbosity);
     Ok(exit_code(failed, outcomes.len()))
 }
 

@@ -263,6 +263,18 @@ fn a_node_that_is_down_fails_alone_with_a_partial_exit_code() {
     let error = summary[WORKER]["error"].as_str().unwrap();
     assert!(error.contains(&worker.ip().to_string()), "{error}");
     assert!(!profile_target(cluster.node("main").unwrap()).is_empty());
+
+    // -q: only the failure; -v: a line per step.
+    let out = deploy(&cluster, &repo_flake(), &fixture_nixpkgs(), &["-q"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(!err.contains("STATUS") && err.contains(WORKER), "{err}");
+    let out = deploy(&cluster, &repo_flake(), &fixture_nixpkgs(), &["-v", MAIN]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("{MAIN}: connecting")), "{err}");
+    assert!(err.contains(&format!("{MAIN}: profile switched")), "{err}");
+    assert!(err.contains("STATUS"), "{err}");
 }
 
 #[test]

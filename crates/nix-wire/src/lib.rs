@@ -7,12 +7,14 @@
 //! - [`base32`], [`hash`], [`store_path`]: names and digests;
 //! - [`nar`]: streaming encoder, validating decoder, safe unpacker;
 //! - [`wire`]: the protocol's primitives (u64s, padded strings, framed streams);
-//! - [`daemon`]: handshake, STDERR loop, operations and local transports.
+//! - [`daemon`]: handshake, STDERR loop, operations and local transports;
+//! - [`signing`]: Nix's Ed25519 key and signature formats and path fingerprints.
 
 pub mod base32;
 pub mod daemon;
 pub mod hash;
 pub mod nar;
+pub mod signing;
 pub mod store_path;
 pub mod wire;
 

@@ -205,9 +205,8 @@ impl PublicKey {
     /// Parses `name:base64(32 bytes)` (surrounding whitespace ignored).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let (name, bytes) = split_decode::<32>(text, PUBLIC)?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadPoint {
-            name: name.clone(),
-        })?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| KeyError::BadPoint { name: name.clone() })?;
         Ok(Self { name, key })
     }
 
@@ -304,9 +303,14 @@ mod tests {
         assert!(verify(&i, std::slice::from_ref(&pk)));
         i.nar_size += 1;
         assert!(!verify(&i, &[pk.clone()]), "a changed path fails");
-        let other = SecretKey::from_seed("test-1", [8; 32]).unwrap().public_key();
+        let other = SecretKey::from_seed("test-1", [8; 32])
+            .unwrap()
+            .public_key();
         i.nar_size -= 1;
-        assert!(!verify(&i, &[other]), "the same name with another key fails");
+        assert!(
+            !verify(&i, &[other]),
+            "the same name with another key fails"
+        );
         assert!(!format!("{sk:?}").contains(&sk.to_text()[7..20]));
     }
 

@@ -8,6 +8,8 @@
 //!   channels running `nix-daemon --stdio`, or any local command);
 //! - [`closure`]: closures with path infos, from any store's daemon;
 //! - [`copy`]: the copy engine, pushing a closure to a node's store;
+//! - [`keys`]: the deployer's own signing key;
+//! - [`trust`]: making a node trust that key;
 //! - [`profile`]: reading and switching a node's profile;
 //! - [`diff`]: the preview of what a deploy would change on a node;
 //! - [`deploy`]: the entry point: deploy or preview many nodes in parallel.
@@ -17,7 +19,9 @@ pub mod copy;
 pub mod deploy;
 pub mod diff;
 pub mod inventory;
+pub mod keys;
 pub mod nix_cli;
 pub mod profile;
 pub mod remote;
 pub mod shell;
+pub mod trust;

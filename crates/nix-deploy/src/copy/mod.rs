@@ -7,6 +7,7 @@
 //! [`NodeStore`] is dropped, so a garbage collection there can't delete them
 //! before they are rooted by activation.
 
+mod error;
 mod events;
 mod schedule;
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix_wire::daemon::{self, ClientConfig, DaemonClient, PathInfo};
+use nix_wire::signing::SecretKey;
 use nix_wire::{nar, StorePath};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::UnboundedSender;
@@ -22,7 +24,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::closure::{closure_infos, ClosureError};
-use crate::remote::{ConnectError, Connector};
+use crate::remote::Connector;
+pub use error::CopyError;
 pub use events::CopyEvent;
 use events::{Events, VerifyingReader};
 use schedule::{BatchLimits, Schedule};
@@ -38,15 +41,21 @@ pub struct CopyOptions {
     /// Ask the node to check signatures. When false we ask it not to, which
     /// it honours only for trusted users (root, or `trusted-users`).
     pub check_signatures: bool,
+    /// Sign every uploaded path with this key (keeping its other
+    /// signatures), so that a node listing the key's public half in
+    /// `trusted-public-keys` accepts it from an untrusted SSH user.
+    pub signing_key: Option<Arc<SecretKey>>,
 }
 
 impl Default for CopyOptions {
-    /// Four connections, no substitution, no signature checks requested.
+    /// Four connections, no substitution, no signature checks requested,
+    /// no signing.
     fn default() -> Self {
         Self {
             jobs: 4,
             substitute_on_node: false,
             check_signatures: false,
+            signing_key: None,
         }
     }
 }
@@ -64,62 +73,6 @@ pub struct CopyReport {
     pub sent_bytes: u64,
     /// Wall-clock time of the whole copy.
     pub elapsed: Duration,
-}
-
-/// Why a copy failed. Every message names the node.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    /// The local store failed.
-    #[error("local store: {0}")]
-    Local(#[source] daemon::Error),
-    /// A root (or a reference of one) is not in the local store.
-    #[error("{path} is not valid in the local store: build it first")]
-    NotInLocalStore {
-        /// The path.
-        path: StorePath,
-    },
-    /// Opening a daemon connection to the node failed.
-    #[error("{node}: cannot open its Nix daemon: {source}")]
-    Connect {
-        /// The node.
-        node: String,
-        /// Why.
-        #[source]
-        source: ConnectError,
-    },
-    /// The node's daemon failed.
-    #[error("{node}: {source}")]
-    Remote {
-        /// The node.
-        node: String,
-        /// Why.
-        #[source]
-        source: daemon::Error,
-    },
-    /// The node refused an unsigned path from an untrusted user.
-    #[error(
-        "{node} refused {path}: it has no signature by a key the node trusts, and the SSH user is \
-         not a trusted user of the node's Nix ({message}). Fix one of: deploy as root or add the \
-         user to `trusted-users` in the node's /etc/nix/nix.conf; or sign the paths with a key \
-         listed in the node's `trusted-public-keys`"
-    )]
-    Untrusted {
-        /// The node.
-        node: String,
-        /// The first refused path.
-        path: StorePath,
-        /// The daemon's words.
-        message: String,
-    },
-    /// The paths reference each other in a cycle (a corrupt store).
-    #[error("the closure has a reference cycle among {0:?}; the local store is corrupt")]
-    Cycle(Vec<StorePath>),
-    /// The caller cancelled the copy.
-    #[error("{node}: copy cancelled")]
-    Cancelled {
-        /// The node.
-        node: String,
-    },
 }
 
 /// A node's store, reached through `C`: one main connection that holds the
@@ -203,11 +156,17 @@ impl<C: Connector + 'static> NodeStore<C> {
             .query_valid_paths(closure.keys(), substitute)
             .await
             .map_err(self.remote_err())?;
-        let missing: Vec<PathInfo> = closure
+        let mut missing: Vec<PathInfo> = closure
             .into_iter()
             .filter(|(p, _)| !present.contains(p))
             .map(|(_, info)| info)
             .collect();
+        if let Some(key) = &options.signing_key {
+            for info in &mut missing {
+                let sig = key.sign(info).map_err(CopyError::Sign)?;
+                info.signatures.insert(sig);
+            }
+        }
         let missing_bytes: u64 = missing.iter().map(|i| i.nar_size).sum();
         let report = CopyReport {
             closure_paths: present.len() + missing.len(),
@@ -234,6 +193,10 @@ impl<C: Connector + 'static> NodeStore<C> {
                 wake: Arc::new(Notify::new()),
                 limits,
                 dont_check_sigs: !options.check_signatures,
+                signed_with: options
+                    .signing_key
+                    .as_ref()
+                    .map(|k| k.public_key().to_string()),
                 events,
                 node: self.node.clone(),
                 cancel: cancel.child_token(),
@@ -254,6 +217,7 @@ struct Upload<C: Connector> {
     wake: Arc<Notify>,
     limits: BatchLimits,
     dont_check_sigs: bool,
+    signed_with: Option<String>,
     events: Events,
     node: String,
     cancel: CancellationToken,
@@ -267,6 +231,7 @@ impl<C: Connector> Clone for Upload<C> {
             wake: self.wake.clone(),
             limits: self.limits,
             dont_check_sigs: self.dont_check_sigs,
+            signed_with: self.signed_with.clone(),
             events: self.events.clone(),
             node: self.node.clone(),
             cancel: self.cancel.clone(),
@@ -455,6 +420,7 @@ impl<C: Connector + 'static> Upload<C> {
                         node: self.node.clone(),
                         path,
                         message,
+                        signed_with: self.signed_with.clone(),
                     };
                 }
             }

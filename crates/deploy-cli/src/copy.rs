@@ -12,6 +12,7 @@ use nix_wire::daemon::{self, ClientConfig, DaemonClient};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::{self, Mode};
+use crate::signing_args::SigningArgs;
 use crate::ssh_args::SshArgs;
 use crate::store::{resolve, StoreError};
 
@@ -40,6 +41,8 @@ pub struct CopyArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    signing: SigningArgs,
+    #[command(flatten)]
     ssh: SshArgs,
 }
 
@@ -58,6 +61,9 @@ pub enum CopyCmdError {
     /// The copy failed.
     #[error(transparent)]
     Copy(#[from] CopyError),
+    /// The signing key could not be read or created.
+    #[error(transparent)]
+    Key(#[from] nix_deploy::keys::KeyFileError),
 }
 
 /// Runs `deploy copy`.
@@ -67,6 +73,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         .iter()
         .map(|p| resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let signing_key = args.signing.load()?;
     let target = Target::parse(&args.to)?;
     let local = daemon::connect_local().await?;
     let mut local = DaemonClient::connect(local, ClientConfig::default()).await?;
@@ -89,6 +96,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         jobs: args.jobs,
         substitute_on_node: args.substitute_on_node,
         check_signatures: args.check_sigs,
+        signing_key,
     };
     let result = node
         .copy_closure(&mut local, &roots, &options, Some(tx), &cancel)

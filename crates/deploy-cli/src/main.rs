@@ -12,6 +12,7 @@ mod path_info_json;
 mod progress;
 mod report;
 mod rollout;
+mod signing_args;
 mod ssh_args;
 mod store;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Copy the closures of store paths to a node over SSH, with our own
     /// NAR streaming and daemon protocol (no `nix copy`, no `ssh` binary).
     Copy(copy::CopyArgs),
+    /// Print the deployer's signing key's public half (generating the key
+    /// on first use), to list in nodes' `trusted-public-keys`.
+    PublicKey(signing_args::PublicKeyArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,9 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Store(cmd)) => store::run(cmd).await.map_err(|e| e.to_string()),
             Some(Command::Copy(args)) => copy::run(args).await.map_err(|e| e.to_string()),
+            Some(Command::PublicKey(args)) => {
+                signing_args::public_key(args).map_err(|e| e.to_string())
+            }
             None => rollout::run(cli.rollout).await.map_err(|e| e.to_string()),
         }
     });

@@ -20,6 +20,7 @@ use nix_deploy::nix_cli::NixCli;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{self, Verbosity};
+use crate::signing_args::SigningArgs;
 use crate::ssh_args::SshArgs;
 
 /// How far to go.
@@ -84,6 +85,8 @@ pub struct RolloutArgs {
     #[arg(long, default_value = deploy_ssh::DEFAULT_DAEMON_COMMAND, value_name = "COMMAND")]
     remote_program: String,
     #[command(flatten)]
+    signing: SigningArgs,
+    #[command(flatten)]
     ssh: SshArgs,
 }
 
@@ -96,6 +99,9 @@ pub enum RolloutError {
     /// A `--target` is malformed or names an unknown node.
     #[error("--target {0}")]
     Target(String),
+    /// The signing key could not be read or created.
+    #[error(transparent)]
+    Key(#[from] nix_deploy::keys::KeyFileError),
 }
 
 impl RolloutArgs {
@@ -182,7 +188,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
                 .unwrap_or_else(|| node.profile.clone()),
         })
         .collect();
-    let opts = args.options();
+    let mut opts = args.options();
     if args.dry_run || opts.goal == Goal::Build {
         report::plans(&plans, args.json);
         return Ok(ExitCode::SUCCESS);
@@ -193,6 +199,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
         report::diffs(&diffs, args.json);
         return Ok(exit_code(failed, diffs.len()));
     }
+    opts.copy.signing_key = args.signing.load()?;
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {

@@ -302,7 +302,7 @@ mod tests {
         i.signatures.insert(sk.sign(&i).unwrap());
         assert!(verify(&i, std::slice::from_ref(&pk)));
         i.nar_size += 1;
-        assert!(!verify(&i, &[pk.clone()]), "a changed path fails");
+        assert!(!verify(&i, std::slice::from_ref(&pk)), "a changed path fails");
         let other = SecretKey::from_seed("test-1", [8; 32])
             .unwrap()
             .public_key();
@@ -331,7 +331,7 @@ mod tests {
             assert!(e.contains(want), "{text:?}: {e}");
         }
         // Flip a byte of the public half.
-        let mut bytes = BASE64.decode(sk[2..].as_bytes()).unwrap();
+        let mut bytes = BASE64.decode(&sk.as_bytes()[2..]).unwrap();
         bytes[40] ^= 1;
         let bad = format!("k:{}", BASE64.encode(&bytes));
         assert!(matches!(

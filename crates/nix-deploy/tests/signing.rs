@@ -179,3 +179,60 @@ async fn an_untrusted_user_deploys_signed_paths_and_is_refused_without_a_trusted
         assert_eq!(push(&cluster, node, "root", &root2, None).await.unwrap(), 3);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_nodes_as_an_untrusted_user_switches_with_signing_and_fails_without() {
+    use nix_deploy::deploy::{deploy_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
+
+    let key = Arc::new(SecretKey::from_seed("nix-deploy-rollout-1", [3; 32]).unwrap());
+    let cluster = Cluster::start(
+        &ClusterSpec::new()
+            .node("trixie", NodeKind::Trixie)
+            .node("local", NodeKind::LocalNix),
+    )
+    .unwrap();
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        let admin = session(&cluster, "root", node).await;
+        trust_key(&admin, &key.public_key()).await.unwrap();
+        node.start_nix_daemon().unwrap();
+        let home = node.run_ok("getent passwd deploy | cut -d: -f6").unwrap();
+        let profile = format!("{}/nix-deploy-profile", home.trim());
+        let fx = fixture_closure(3, &format!("signing-rollout-{i}"), 1);
+        let plan = NodePlan {
+            name: node.name().to_owned(),
+            target: Target::parse(&format!("deploy@{}", node.name())).unwrap(),
+            profile_path: profile.clone(),
+            profile: StorePath::parse(&fx.root).unwrap(),
+        };
+        let mut opts = DeployOptions {
+            goal: Goal::Switch,
+            ssh: SshOptions {
+                config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
+                agent: Agent::Disabled,
+                connect_timeout: Duration::from_secs(5),
+                ..SshOptions::default()
+            },
+            ..DeployOptions::default()
+        };
+        let cancel = CancellationToken::new();
+        let unsigned = deploy_nodes(vec![plan.clone()], &opts, None, &cancel).await;
+        let NodeStatus::Failed(e) = &unsigned[0].status else {
+            panic!(
+                "{}: an unsigned push by `deploy` cannot succeed",
+                node.name()
+            )
+        };
+        assert!(e.to_string().contains("trusted-public-keys"), "{e}");
+
+        opts.copy.signing_key = Some(key.clone());
+        let signed = deploy_nodes(vec![plan], &opts, None, &cancel).await;
+        assert!(
+            !matches!(signed[0].status, NodeStatus::Failed(_)),
+            "{}: {:?}",
+            node.name(),
+            signed[0].status
+        );
+        let target = node.run_ok(&format!("readlink -f {profile}")).unwrap();
+        assert_eq!(target.trim(), fx.root, "{}", node.name());
+    }
+}

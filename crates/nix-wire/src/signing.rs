@@ -302,7 +302,10 @@ mod tests {
         i.signatures.insert(sk.sign(&i).unwrap());
         assert!(verify(&i, std::slice::from_ref(&pk)));
         i.nar_size += 1;
-        assert!(!verify(&i, std::slice::from_ref(&pk)), "a changed path fails");
+        assert!(
+            !verify(&i, std::slice::from_ref(&pk)),
+            "a changed path fails"
+        );
         let other = SecretKey::from_seed("test-1", [8; 32])
             .unwrap()
             .public_key();

@@ -8,6 +8,7 @@
 
 use deploy_ssh::{SshError, SshSession};
 use nix_wire::signing::PublicKey;
+use tokio::io::AsyncWriteExt;
 
 use crate::shell::quote;
 
@@ -137,17 +138,26 @@ pub async fn trust_key(session: &SshSession, key: &PublicKey) -> Result<TrustCha
     if new == old {
         return Ok(TrustChange::Unchanged);
     }
-    // Write a sibling file and rename it over nix.conf in one step, keeping
-    // the old file's mode when there is one.
+    // The new text goes through stdin (nix.conf may hold secrets such as
+    // access-tokens: never on a command line), into a sibling file renamed
+    // over nix.conf in one step, keeping the old file's mode.
     let tmp = quote(&format!("{NIX_CONF}.nix-deploy-tmp"));
     let script = format!(
-        "set -e; umask 022; mkdir -p /etc/nix; printf %s {text} > {tmp}; \
-         if [ -e {conf} ]; then chmod --reference={conf} {tmp}; fi; mv -f {tmp} {conf}",
-        text = quote(&new)
+        "set -e; umask 077; mkdir -p /etc/nix; cat > {tmp}; \
+         if [ -e {conf} ]; then chmod --reference={conf} {tmp}; else chmod 644 {tmp}; fi; \
+         mv -f {tmp} {conf}"
     );
-    let write = session.run(&script).await?;
-    if !write.status.success() {
-        return Err(failed("writing nix.conf", &write));
+    let mut process = session.exec(&script).await?;
+    let monitor = process.monitor();
+    let sent = process.write_all(new.as_bytes()).await;
+    let (status, _) = process.finish().await?;
+    if sent.is_err() || !status.success() {
+        return Err(TrustError::Command {
+            node,
+            what: "writing nix.conf",
+            status: status.to_string(),
+            stderr: monitor.stderr_text(),
+        });
     }
     Ok(TrustChange::Changed)
 }

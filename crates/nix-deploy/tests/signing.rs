@@ -94,9 +94,13 @@ async fn an_untrusted_user_deploys_signed_paths_and_is_refused_without_a_trusted
     for (i, node) in cluster.nodes().iter().enumerate() {
         let fx = fixture_closure(5, &format!("signing-{i}"), 1);
         let root = StorePath::parse(&fx.root).unwrap();
-        let conf_before = node
-            .run_ok("cat /etc/nix/nix.conf 2>/dev/null || true")
-            .unwrap();
+        // A user's file: own lines, no final newline, a private mode.
+        node.run_ok(
+            "mkdir -p /etc/nix; printf '\\n# mine\\nmax-jobs = 3' >> /etc/nix/nix.conf; \
+             chmod 640 /etc/nix/nix.conf",
+        )
+        .unwrap();
+        let conf_before = node.run_ok("cat /etc/nix/nix.conf").unwrap();
 
         let admin = session(&cluster, "root", node).await;
         let public = key.public_key();
@@ -106,6 +110,10 @@ async fn an_untrusted_user_deploys_signed_paths_and_is_refused_without_a_trusted
         );
         let conf = node.run_ok("cat /etc/nix/nix.conf").unwrap();
         assert!(conf.starts_with(&conf_before), "user lines kept: {conf}");
+        assert_eq!(
+            node.run_ok("stat -c %a /etc/nix/nix.conf").unwrap().trim(),
+            "640"
+        );
         assert_eq!(
             trust_key(&admin, &public).await.unwrap(),
             TrustChange::Unchanged

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use deploy_ssh::Target;
 use nix_deploy::copy::CopyOptions;
-use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
+use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan};
 use nix_deploy::inventory::{build_profiles, Inventory, InventoryError};
 use nix_deploy::nix_cli::NixCli;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +71,17 @@ pub struct RolloutArgs {
     /// Stop every node when one fails.
     #[arg(long)]
     fail_fast: bool,
+    /// Do not arm the safe rollback: a failing stage or a lost node leaves
+    /// the new generation in place.
+    #[arg(long)]
+    no_rollback: bool,
+    /// Seconds a node waits for the deploy's confirmation before it goes
+    /// back to its previous generation by itself.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    confirm_timeout: u64,
+    /// Seconds to wait for another deploy holding a node's lock.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    lock_timeout: u64,
     /// Print machine-readable JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -150,6 +161,10 @@ impl RolloutArgs {
             },
             ssh: self.ssh.options(),
             daemon_command: self.remote_program.clone(),
+            rollback: (!self.no_rollback)
+                .then(|| std::time::Duration::from_secs(self.confirm_timeout.max(1))),
+            lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
+            stages: Vec::new(),
         }
     }
 }
@@ -204,10 +219,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     let progress = tokio::spawn(report::progress(rx, verbosity));
     let outcomes = deploy_nodes(plans, &opts, Some(tx), &cancel).await;
     let _ = progress.await;
-    let failed = outcomes
-        .iter()
-        .filter(|o| matches!(o.status, NodeStatus::Failed(_)))
-        .count();
+    let failed = outcomes.iter().filter(|o| !o.status.is_success()).count();
     report::outcomes(&outcomes, verbosity);
     Ok(exit_code(failed, outcomes.len()))
 }

@@ -9,9 +9,13 @@
 //! - [`closure`]: closures with path infos, from any store's daemon;
 //! - [`copy`]: the copy engine, pushing a closure to a node's store;
 //! - [`profile`]: reading and switching a node's profile;
+//! - [`activate`]: generations, rollback, the safe-rollback watchdog, the
+//!   node lock, PATH for login shells;
+//! - [`stage`]: steps run after the switch, before confirmation;
 //! - [`diff`]: the preview of what a deploy would change on a node;
 //! - [`deploy`]: the entry point: deploy or preview many nodes in parallel.
 
+pub mod activate;
 pub mod closure;
 pub mod copy;
 pub mod deploy;
@@ -21,3 +25,4 @@ pub mod nix_cli;
 pub mod profile;
 pub mod remote;
 pub mod shell;
+pub mod stage;

@@ -69,6 +69,8 @@ fn parse(out: &str, base: &str) -> Option<Vec<Generation>> {
     for line in out.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         match fields.as_slice() {
+            // The output is trimmed: no link leaves `current` alone.
+            ["current"] => {}
             ["current", link] => current = link_number(base, link),
             ["gen", link, mtime, path] => {
                 let Some(number) = link_number(base, link) else {

@@ -63,7 +63,7 @@ pub async fn acquire(
     let mut stdio = BufReader::new(stdio);
     let node = node_name(session);
     let failed = |monitor: &ProcessMonitor, command: &str, status: String| {
-        ActivationError::Profile(ProfileError::Command {
+        ActivationError::from(ProfileError::Command {
             node: node.clone(),
             command: command.to_owned(),
             status,

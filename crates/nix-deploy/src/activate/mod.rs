@@ -31,12 +31,9 @@ pub const STATE_DIR: &str = "/nix/var/nix-deploy";
 /// Why an activation step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
-    /// The SSH command could not run.
+    /// A command on the node could not run or failed (boxed: it is large).
     #[error(transparent)]
-    Ssh(#[from] SshError),
-    /// A command on the node failed.
-    #[error(transparent)]
-    Profile(#[from] ProfileError),
+    Command(Box<ProfileError>),
     /// The asked generation does not exist.
     #[error(
         "{node}: profile {profile} has no generation {wanted}; it has {}",
@@ -93,6 +90,18 @@ pub enum ActivationError {
         /// The generation it went back to.
         generation: u64,
     },
+}
+
+impl From<ProfileError> for ActivationError {
+    fn from(e: ProfileError) -> Self {
+        ActivationError::Command(Box::new(e))
+    }
+}
+
+impl From<SshError> for ActivationError {
+    fn from(e: SshError) -> Self {
+        ProfileError::from(e).into()
+    }
 }
 
 fn list(numbers: &[u64]) -> String {

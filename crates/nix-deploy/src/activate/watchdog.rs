@@ -110,7 +110,9 @@ impl Watchdog {
         };
         run(
             session,
-            format!("mkdir -p {dir} && {start}", dir = quote(&dog.dir)),
+            // Not `mkdir && start &`: that would background a subshell
+            // holding the channel's stdout until the watchdog ends.
+            format!("mkdir -p {dir} || exit 1; {start}", dir = quote(&dog.dir)),
         )
         .await?;
         Ok(dog)
@@ -136,19 +138,25 @@ impl Watchdog {
         )
     }
 
-    /// Claims the decision and runs `action` if we got it; else prints
-    /// the state the watchdog left. Then stops the timer.
-    fn claim(&self, action: &str) -> String {
-        let stop = match self.kind {
+    /// Stops the systemd timer (nothing for the detached kind, which finds
+    /// the decision taken when it wakes).
+    fn stop_timer(&self) -> String {
+        match self.kind {
             WatchdogKind::Systemd => format!(
                 "; systemctl stop {}.timer >/dev/null 2>&1",
                 quote(&self.unit)
             ),
             WatchdogKind::Detached => String::new(),
-        };
+        }
+    }
+
+    /// Claims the decision and runs `action` if we got it; else prints
+    /// the state the watchdog left. Then stops the timer.
+    fn claim(&self, action: &str) -> String {
         format!(
             "cd {dir} || exit 3; if mkdir decided 2>/dev/null; then {action}; else cat state; fi{stop}; true",
             dir = quote(&self.dir),
+            stop = self.stop_timer(),
         )
     }
 
@@ -185,15 +193,27 @@ impl Watchdog {
         }
     }
 
-    /// Rolls back now (a later stage failed), unless the watchdog already
-    /// did; returns the generation the node is back on.
+    /// Rolls back now (a later stage failed) and claims the decision, so
+    /// the watchdog will do nothing; returns the generation the node is
+    /// back on.
     pub async fn roll_back_now(&self, session: &SshSession) -> Result<u64, ActivationError> {
         let action = format!(
             "{rollback} >&2 && echo 'rolled-back {prev}' > state && echo 'rolled-back {prev}'",
             rollback = switch_command(&self.nix_env, &self.profile, self.previous),
             prev = self.previous,
         );
-        let out = run(session, self.claim(&action)).await?;
+        // Switching back even if the watchdog claimed the decision first
+        // (a switch slower than the timeout): the node must end on
+        // `previous` whoever decided.
+        let out = run(
+            session,
+            format!(
+                "cd {dir} || exit 3; mkdir decided 2>/dev/null{stop}; {action}",
+                dir = quote(&self.dir),
+                stop = self.stop_timer(),
+            ),
+        )
+        .await?;
         match self.decision(session, &out)? {
             Decision::RolledBack(n) => Ok(n),
             Decision::Confirmed => Err(ActivationError::Unexpected {

@@ -7,6 +7,8 @@
 //! failed) and 4 (every node failed).
 
 mod copy;
+mod generations;
+mod inventory_args;
 mod logging;
 mod path_info_json;
 mod progress;
@@ -47,6 +49,10 @@ enum Command {
     /// Copy the closures of store paths to a node over SSH, with our own
     /// NAR streaming and daemon protocol (no `nix copy`, no `ssh` binary).
     Copy(copy::CopyArgs),
+    /// List a node's profile generations (number, date, store path, current).
+    Generations(generations::GenerationsArgs),
+    /// Switch a node's profile back to the previous generation, or `--to N`.
+    Rollback(generations::RollbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,12 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Store(cmd)) => store::run(cmd).await.map_err(|e| e.to_string()),
             Some(Command::Copy(args)) => copy::run(args).await.map_err(|e| e.to_string()),
+            Some(Command::Generations(args)) => {
+                generations::list(args).await.map_err(|e| e.to_string())
+            }
+            Some(Command::Rollback(args)) => {
+                generations::rollback(args).await.map_err(|e| e.to_string())
+            }
             None => rollout::run(cli.rollout).await.map_err(|e| e.to_string()),
         }
     });

@@ -8,19 +8,16 @@
 //! error, `nix` missing), 2 usage error, 3 some nodes failed and others
 //! succeeded, 4 every node failed.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use deploy_ssh::Target;
 use nix_deploy::copy::CopyOptions;
 use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan};
-use nix_deploy::inventory::{build_profiles, Inventory, InventoryError};
-use nix_deploy::nix_cli::NixCli;
+use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::inventory_args::{InventoryArgs, ResolveError};
 use crate::report::{self, Verbosity};
-use crate::ssh_args::SshArgs;
 
 /// How far to go.
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -47,18 +44,6 @@ pub struct RolloutArgs {
     /// Evaluate and build, then show what would be done per node without touching nodes.
     #[arg(long)]
     dry_run: bool,
-    /// The flake holding the inventory (`deploy.nodes`).
-    #[arg(long, default_value = ".", value_name = "REF")]
-    flake: String,
-    /// Deploy a node's profile to another address (e.g. a replacement machine).
-    #[arg(long = "target", value_name = "NODE=[USER@]HOST[:PORT]")]
-    targets: Vec<String>,
-    /// Passed to nix: override a flake input.
-    #[arg(long, num_args = 2, value_names = ["INPUT", "REF"])]
-    override_input: Vec<String>,
-    /// Passed to nix: set a Nix option.
-    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"])]
-    nix_options: Vec<String>,
     /// Stop after this stage.
     #[arg(long, value_enum, default_value = "all")]
     goal: GoalArg,
@@ -95,56 +80,21 @@ pub struct RolloutArgs {
     #[arg(long, default_value = deploy_ssh::DEFAULT_DAEMON_COMMAND, value_name = "COMMAND")]
     remote_program: String,
     #[command(flatten)]
-    ssh: SshArgs,
+    inventory: InventoryArgs,
 }
 
 /// Why a deploy stopped before touching nodes.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
-    /// The inventory could not be read, validated or built.
+    /// The inventory could not be read or validated, or a `--target` is wrong.
     #[error(transparent)]
-    Inventory(#[from] InventoryError),
-    /// A `--target` is malformed or names an unknown node.
-    #[error("--target {0}")]
-    Target(String),
+    Resolve(#[from] ResolveError),
+    /// The profiles could not be built.
+    #[error(transparent)]
+    Build(#[from] InventoryError),
 }
 
 impl RolloutArgs {
-    fn nix(&self) -> NixCli {
-        let mut extra = Vec::new();
-        for pair in self.override_input.chunks(2) {
-            extra.push("--override-input".to_owned());
-            extra.extend(pair.iter().cloned());
-        }
-        for pair in self.nix_options.chunks(2) {
-            extra.push("--option".to_owned());
-            extra.extend(pair.iter().cloned());
-        }
-        NixCli::new(self.flake.clone()).with_args(extra)
-    }
-
-    fn target_overrides(
-        &self,
-        inventory: &Inventory,
-    ) -> Result<BTreeMap<String, Target>, RolloutError> {
-        self.targets
-            .iter()
-            .map(|t| {
-                let (node, addr) = t.split_once('=').ok_or_else(|| {
-                    RolloutError::Target(format!("{t:?}: expected NODE=[USER@]HOST[:PORT]"))
-                })?;
-                if !inventory.nodes.contains_key(node) {
-                    return Err(RolloutError::Target(format!(
-                        "{t:?}: no node {node:?} in the inventory"
-                    )));
-                }
-                let target =
-                    Target::parse(addr).map_err(|e| RolloutError::Target(format!("{t:?}: {e}")))?;
-                Ok((node.to_owned(), target))
-            })
-            .collect()
-    }
-
     fn options(&self) -> DeployOptions {
         DeployOptions {
             goal: match self.goal {
@@ -159,7 +109,7 @@ impl RolloutArgs {
                 jobs: self.connections,
                 ..CopyOptions::default()
             },
-            ssh: self.ssh.options(),
+            ssh: self.inventory.ssh.options(),
             daemon_command: self.remote_program.clone(),
             rollback: (!self.no_rollback)
                 .then(|| std::time::Duration::from_secs(self.confirm_timeout.max(1))),
@@ -173,23 +123,15 @@ impl RolloutArgs {
 pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     let verbosity = Verbosity::new(args.quiet, args.verbose, args.json);
     crate::logging::init(args.verbose);
-    let nix = args.nix();
-    let inventory = Inventory::load(&nix).await?;
-    let selected = inventory.select(&args.nodes)?;
-    let overrides = args.target_overrides(&inventory)?;
-    let built = build_profiles(&nix, &selected).await?;
+    let nix = args.inventory.nix();
+    let selected = args.inventory.resolve(&args.nodes).await?;
+    let configs: Vec<&NodeConfig> = selected.iter().map(|(node, _)| node).collect();
+    let built = build_profiles(&nix, &configs).await?;
     let plans: Vec<NodePlan> = selected
         .iter()
-        .map(|node| NodePlan {
+        .map(|(node, target)| NodePlan {
             name: node.name.clone(),
-            target: overrides
-                .get(&node.name)
-                .cloned()
-                .unwrap_or_else(|| Target {
-                    user: Some(node.ssh_user.clone()),
-                    host: node.hostname.clone(),
-                    port: Some(node.ssh_port),
-                }),
+            target: target.clone(),
             profile_path: node.profile_path.clone(),
             profile: built
                 .get(&node.name)

@@ -351,3 +351,71 @@ async fn two_deploys_to_one_node_take_turns() {
     assert_eq!(profile_target(node), roots[3]);
     node.run_ok("nix-store --verify --check-contents").unwrap();
 }
+
+/// A stand-in `systemd-run` (the test nodes have no systemd): records its
+/// arguments, then runs the command after `--on-active`, detached, as the
+/// transient timer would. `systemctl` only records its arguments.
+const FAKE_SYSTEMD: &str = r#"mkdir -p /run/systemd/system /usr/local/bin
+cat > /usr/local/bin/systemd-run <<'EOS'
+#!/bin/sh
+echo "$*" >> /tmp/systemd-run.args
+secs=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --on-active=*) secs=${1#--on-active=}; secs=${secs%s} ;;
+    --unit=*|--quiet|--timer-property=*) ;;
+    *) break ;;
+  esac
+  shift
+done
+setsid sh -c 'sleep "$0"; exec "$@"' "$secs" "$@" </dev/null >/dev/null 2>&1 &
+EOS
+printf '#!/bin/sh\necho "$*" >> /tmp/systemctl.args\n' > /usr/local/bin/systemctl
+chmod +x /usr/local/bin/systemd-run /usr/local/bin/systemctl"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_systemd_a_transient_timer_and_a_late_confirmation_is_a_rollback() {
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = cluster.node("n").unwrap();
+    node.run_ok(FAKE_SYSTEMD).unwrap();
+    let roots = roots("activation-systemd", 3);
+    let mut opts = options(cluster.ssh_config());
+    assert!(deploy("n", &roots[0], &opts).await.status.is_success());
+
+    // Confirmed in time: the timer is armed, then stopped.
+    let o = deploy("n", &roots[1], &opts).await;
+    assert!(o.status.is_success(), "{o:?}");
+    let armed = node.run_ok("cat /tmp/systemd-run.args").unwrap();
+    let unit = armed
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--unit="))
+        .unwrap()
+        .to_owned();
+    assert!(unit.starts_with("nix-deploy-rollback-"), "{armed}");
+    assert!(armed.contains("--on-active=60s"), "{armed}");
+    let stopped = node.run_ok("cat /tmp/systemctl.args").unwrap();
+    assert_eq!(stopped.trim(), format!("stop {unit}.timer"));
+
+    // A stage outlasting the timeout: the timer rolls back, the late
+    // confirmation says so, the outcome is a rollback.
+    opts.rollback = Some(Duration::from_secs(2));
+    opts.stages = vec![Arc::new(TestStage::Sleep(Duration::from_secs(5)))];
+    let o = deploy("n", &roots[2], &opts).await;
+    let NodeStatus::RolledBack { reason, generation } = &o.status else {
+        panic!("expected a rollback: {o:?}")
+    };
+    assert_eq!(*generation, 2);
+    assert!(
+        matches!(
+            reason,
+            NodeError::Activation(ActivationError::TooLate { generation: 2, .. })
+        ),
+        "{reason}"
+    );
+    assert!(reason.to_string().contains("too late"), "{reason}");
+    assert_eq!(profile_target(node), roots[1]);
+    assert_eq!(
+        nix_env_generations(node),
+        vec![(1, false), (2, true), (3, false)]
+    );
+}

@@ -214,9 +214,19 @@ async fn switches_never_dangle_and_generations_match_nix_env() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_stage_rolls_the_node_back() {
-    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    failing_stage_rolls_back(NodeKind::Trixie, "activation-fail").await;
+}
+
+/// The same on Debian 12's Nix 2.8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stage_rolls_the_node_back_on_nix_2_8() {
+    failing_stage_rolls_back(NodeKind::LocalNix, "activation-fail-2.8").await;
+}
+
+async fn failing_stage_rolls_back(kind: NodeKind, seed: &str) {
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", kind)).unwrap();
     let node = cluster.node("n").unwrap();
-    let roots = roots("activation-fail", 3);
+    let roots = roots(seed, 3);
     let mut opts = options(cluster.ssh_config());
     assert!(deploy("n", &roots[0], &opts).await.status.is_success());
     opts.stages = vec![Arc::new(TestStage::Fail)];
@@ -251,7 +261,7 @@ async fn deployer_child() {
     let mut parts = args.split('\n');
     let (config, root) = (parts.next().unwrap(), parts.next().unwrap());
     let mut opts = options(std::path::Path::new(config));
-    opts.rollback = Some(Duration::from_secs(4));
+    opts.rollback = Some(Duration::from_secs(6));
     opts.stages = vec![Arc::new(TestStage::Sleep(Duration::from_secs(3600)))];
     let o = deploy("n", root, &opts).await;
     panic!("the hanging stage ended: {o:?}");
@@ -303,7 +313,7 @@ async fn two_deploys_to_one_node_take_turns() {
     let roots = roots("activation-lock", 4);
     let mut opts = options(cluster.ssh_config());
     assert!(deploy("n", &roots[0], &opts).await.status.is_success());
-    opts.stages = vec![Arc::new(TestStage::Sleep(Duration::from_secs(3)))];
+    opts.stages = vec![Arc::new(TestStage::Sleep(Duration::from_secs(5)))];
     let cancel = CancellationToken::new();
     let (tx_a, mut rx_a) = tokio::sync::mpsc::unbounded_channel();
     let (tx_b, mut rx_b) = tokio::sync::mpsc::unbounded_channel();
@@ -329,14 +339,24 @@ async fn two_deploys_to_one_node_take_turns() {
     assert!(target == roots[1] || target == roots[2], "{target}");
     node.run_ok("nix-store --verify --check-contents").unwrap();
 
-    // With a short lock timeout the second fails clearly.
+    // With a short lock timeout the second fails clearly: it starts once
+    // the first, holding the lock, has switched (its stage then sleeps 5 s).
     let mut short = opts.clone();
     short.lock_timeout = Duration::from_secs(1);
     short.stages = Vec::new();
-    let (a, b) = tokio::join!(deploy("n", &roots[3], &opts), async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        deploy("n", &roots[0], &short).await
-    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (mut a, b) = tokio::join!(
+        deploy_nodes(vec![plan("n", &roots[3])], &opts, Some(tx), &cancel),
+        async {
+            while let Some(e) = rx.recv().await {
+                if matches!(e, DeployEvent::Switched { .. }) {
+                    break;
+                }
+            }
+            deploy("n", &roots[0], &short).await
+        }
+    );
+    let a = a.pop().unwrap();
     assert!(a.status.is_success(), "{a:?}");
     let NodeStatus::Failed(NodeError::Activation(e @ ActivationError::LockTimeout { .. })) =
         &b.status

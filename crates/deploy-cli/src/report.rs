@@ -188,6 +188,10 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                 if let Some(bar) = bars.get(&name) {
                     bar.set_message(format!("waiting for another deploy ({holder})"));
                 }
+                // Waiting is worth saying even without bars or -v.
+                if verbosity == Verbosity::Normal && !bars_shown {
+                    eprintln!("{name}: waiting for another deploy to finish ({holder})");
+                }
             }
             DeployEvent::Confirmed { name } => {
                 if let Some(bar) = bars.get(&name) {

@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 /// Without a subcommand, deploys the flake's nodes: `deploy all`,
 /// `deploy NODE...`, `deploy --diff`. Exit codes: 0 success, 1 failure
 /// before any node was touched (bad input, evaluation or build error), 2
-/// usage error, 3 some nodes failed, 4 every node failed.
+/// usage error, 3 some nodes failed or were rolled back, 4 every node failed.
 #[derive(Parser)]
 #[command(
     name = "deploy",

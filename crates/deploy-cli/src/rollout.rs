@@ -6,8 +6,7 @@
 //! Exit codes: 0 every node succeeded (or nothing to do), 1 bad input or a
 //! failure before any node was touched (unknown node, evaluation or build
 //! error, `nix` missing), 2 usage error, 3 some nodes failed (or were
-//! rolled back) and others
-//! succeeded, 4 every node failed.
+//! rolled back) and others succeeded, 4 every node failed.
 
 use std::process::ExitCode;
 

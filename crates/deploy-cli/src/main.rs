@@ -7,6 +7,8 @@
 //! failed) and 4 (every node failed).
 
 mod copy;
+mod generations;
+mod inventory_args;
 mod logging;
 mod path_info_json;
 mod progress;
@@ -25,7 +27,7 @@ use clap::{Parser, Subcommand};
 /// Without a subcommand, deploys the flake's nodes: `deploy all`,
 /// `deploy NODE...`, `deploy --diff`. Exit codes: 0 success, 1 failure
 /// before any node was touched (bad input, evaluation or build error), 2
-/// usage error, 3 some nodes failed, 4 every node failed.
+/// usage error, 3 some nodes failed or were rolled back, 4 every node failed.
 #[derive(Parser)]
 #[command(
     name = "deploy",
@@ -51,6 +53,10 @@ enum Command {
     /// Print the deployer's signing key's public half (generating the key
     /// on first use), to list in nodes' `trusted-public-keys`.
     PublicKey(signing_args::PublicKeyArgs),
+    /// List a node's profile generations (number, date, store path, current).
+    Generations(generations::GenerationsArgs),
+    /// Switch a node's profile back to the previous generation, or `--to N`.
+    Rollback(generations::RollbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,12 @@ fn main() -> ExitCode {
             Some(Command::Copy(args)) => copy::run(args).await.map_err(|e| e.to_string()),
             Some(Command::PublicKey(args)) => {
                 signing_args::public_key(args).map_err(|e| e.to_string())
+            }
+            Some(Command::Generations(args)) => {
+                generations::list(args).await.map_err(|e| e.to_string())
+            }
+            Some(Command::Rollback(args)) => {
+                generations::rollback(args).await.map_err(|e| e.to_string())
             }
             None => rollout::run(cli.rollout).await.map_err(|e| e.to_string()),
         }

@@ -184,6 +184,20 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                     bar.set_message("profile switched");
                 }
             }
+            DeployEvent::WaitingForLock { name, holder } => {
+                if let Some(bar) = bars.get(&name) {
+                    bar.set_message(format!("waiting for another deploy ({holder})"));
+                }
+                // Waiting is worth saying even without bars or -v.
+                if verbosity == Verbosity::Normal && !bars_shown {
+                    eprintln!("{name}: waiting for another deploy to finish ({holder})");
+                }
+            }
+            DeployEvent::Confirmed { name } => {
+                if let Some(bar) = bars.get(&name) {
+                    bar.set_message("confirmed");
+                }
+            }
         }
     }
     for bar in bars.values() {
@@ -195,6 +209,10 @@ fn event_line(event: &DeployEvent) -> Option<String> {
     Some(match event {
         DeployEvent::NodeStarted { name } => format!("{name}: connecting"),
         DeployEvent::Switched { name } => format!("{name}: profile switched"),
+        DeployEvent::WaitingForLock { name, holder } => {
+            format!("{name}: waiting for another deploy to finish ({holder})")
+        }
+        DeployEvent::Confirmed { name } => format!("{name}: confirmed"),
         DeployEvent::Copy { name, event: CopyEvent::Planned { closure_paths, present_paths, missing_paths, missing_bytes } } => format!(
             "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
             HumanBytes(*missing_bytes)
@@ -207,6 +225,10 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
     Some(match event {
         DeployEvent::NodeStarted { name } => json!({"event": "nodeStarted", "node": name}),
         DeployEvent::Switched { name } => json!({"event": "switched", "node": name}),
+        DeployEvent::WaitingForLock { name, holder } => {
+            json!({"event": "waitingForLock", "node": name, "holder": holder})
+        }
+        DeployEvent::Confirmed { name } => json!({"event": "confirmed", "node": name}),
         DeployEvent::Copy {
             name,
             event:
@@ -233,11 +255,14 @@ pub fn outcomes(outcomes: &[NodeOutcome], verbosity: Verbosity) {
         let nodes: Vec<Value> = outcomes
             .iter()
             .map(|o| {
-                let (status, error) = match &o.status {
-                    NodeStatus::Done => ("ok", None),
-                    NodeStatus::Failed(e) => ("failed", Some(e.to_string())),
+                let (status, error, generation) = match &o.status {
+                    NodeStatus::Done => ("ok", None, None),
+                    NodeStatus::Failed(e) => ("failed", Some(e.to_string()), None),
+                    NodeStatus::RolledBack { reason, generation } => {
+                        ("rolledBack", Some(reason.to_string()), Some(*generation))
+                    }
                 };
-                json!({"name": o.name, "status": status, "error": error, "sentPaths": o.sent_paths,
+                json!({"name": o.name, "status": status, "error": error, "rolledBackTo": generation, "sentPaths": o.sent_paths,
                     "sentBytes": o.sent_bytes, "seconds": o.elapsed.as_secs_f64()})
             })
             .collect();
@@ -248,8 +273,15 @@ pub fn outcomes(outcomes: &[NodeOutcome], verbosity: Verbosity) {
         table(outcomes);
     }
     for o in outcomes {
-        if let NodeStatus::Failed(e) = &o.status {
-            eprintln!("{}: {e}", o.name);
+        match &o.status {
+            NodeStatus::Done => {}
+            NodeStatus::Failed(e) => eprintln!("{}: {e}", o.name),
+            NodeStatus::RolledBack { reason, generation } => {
+                eprintln!(
+                    "{}: rolled back to generation {generation}: {reason}",
+                    o.name
+                )
+            }
         }
     }
 }
@@ -262,16 +294,17 @@ fn table(outcomes: &[NodeOutcome]) {
         .unwrap_or(4)
         .max(4);
     eprintln!(
-        "{:width$}  {:6}  {:>6}  {:>10}  {:>7}",
+        "{:width$}  {:11}  {:>6}  {:>10}  {:>7}",
         "NODE", "STATUS", "PATHS", "SENT", "TIME"
     );
     for o in outcomes {
         let status = match o.status {
             NodeStatus::Done => "ok",
             NodeStatus::Failed(_) => "FAILED",
+            NodeStatus::RolledBack { .. } => "ROLLED BACK",
         };
         eprintln!(
-            "{:width$}  {:6}  {:>6}  {:>10}  {:>6.1}s",
+            "{:width$}  {:11}  {:>6}  {:>10}  {:>6.1}s",
             o.name,
             status,
             o.sent_paths,

@@ -5,23 +5,20 @@
 //!
 //! Exit codes: 0 every node succeeded (or nothing to do), 1 bad input or a
 //! failure before any node was touched (unknown node, evaluation or build
-//! error, `nix` missing), 2 usage error, 3 some nodes failed and others
-//! succeeded, 4 every node failed.
+//! error, `nix` missing), 2 usage error, 3 some nodes failed (or were
+//! rolled back) and others succeeded, 4 every node failed.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use deploy_ssh::Target;
 use nix_deploy::copy::CopyOptions;
-use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
-use nix_deploy::inventory::{build_profiles, Inventory, InventoryError};
-use nix_deploy::nix_cli::NixCli;
+use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan};
+use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::inventory_args::{InventoryArgs, ResolveError};
 use crate::report::{self, Verbosity};
 use crate::signing_args::SigningArgs;
-use crate::ssh_args::SshArgs;
 
 /// How far to go.
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -48,18 +45,6 @@ pub struct RolloutArgs {
     /// Evaluate and build, then show what would be done per node without touching nodes.
     #[arg(long)]
     dry_run: bool,
-    /// The flake holding the inventory (`deploy.nodes`).
-    #[arg(long, default_value = ".", value_name = "REF")]
-    flake: String,
-    /// Deploy a node's profile to another address (e.g. a replacement machine).
-    #[arg(long = "target", value_name = "NODE=[USER@]HOST[:PORT]")]
-    targets: Vec<String>,
-    /// Passed to nix: override a flake input.
-    #[arg(long, num_args = 2, value_names = ["INPUT", "REF"])]
-    override_input: Vec<String>,
-    /// Passed to nix: set a Nix option.
-    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"])]
-    nix_options: Vec<String>,
     /// Stop after this stage.
     #[arg(long, value_enum, default_value = "all")]
     goal: GoalArg,
@@ -72,6 +57,17 @@ pub struct RolloutArgs {
     /// Stop every node when one fails.
     #[arg(long)]
     fail_fast: bool,
+    /// Do not arm the safe rollback: a failing stage or a lost node leaves
+    /// the new generation in place.
+    #[arg(long)]
+    no_rollback: bool,
+    /// Seconds a node waits for the deploy's confirmation before it goes
+    /// back to its previous generation by itself.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    confirm_timeout: u64,
+    /// Seconds to wait for another deploy holding a node's lock.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    lock_timeout: u64,
     /// Print machine-readable JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -87,59 +83,24 @@ pub struct RolloutArgs {
     #[command(flatten)]
     signing: SigningArgs,
     #[command(flatten)]
-    ssh: SshArgs,
+    inventory: InventoryArgs,
 }
 
 /// Why a deploy stopped before touching nodes.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
-    /// The inventory could not be read, validated or built.
+    /// The inventory could not be read or validated, or a `--target` is wrong.
     #[error(transparent)]
-    Inventory(#[from] InventoryError),
-    /// A `--target` is malformed or names an unknown node.
-    #[error("--target {0}")]
-    Target(String),
+    Resolve(#[from] ResolveError),
+    /// The profiles could not be built.
+    #[error(transparent)]
+    Build(#[from] InventoryError),
     /// The signing key could not be read or created.
     #[error(transparent)]
     Key(#[from] nix_deploy::keys::KeyFileError),
 }
 
 impl RolloutArgs {
-    fn nix(&self) -> NixCli {
-        let mut extra = Vec::new();
-        for pair in self.override_input.chunks(2) {
-            extra.push("--override-input".to_owned());
-            extra.extend(pair.iter().cloned());
-        }
-        for pair in self.nix_options.chunks(2) {
-            extra.push("--option".to_owned());
-            extra.extend(pair.iter().cloned());
-        }
-        NixCli::new(self.flake.clone()).with_args(extra)
-    }
-
-    fn target_overrides(
-        &self,
-        inventory: &Inventory,
-    ) -> Result<BTreeMap<String, Target>, RolloutError> {
-        self.targets
-            .iter()
-            .map(|t| {
-                let (node, addr) = t.split_once('=').ok_or_else(|| {
-                    RolloutError::Target(format!("{t:?}: expected NODE=[USER@]HOST[:PORT]"))
-                })?;
-                if !inventory.nodes.contains_key(node) {
-                    return Err(RolloutError::Target(format!(
-                        "{t:?}: no node {node:?} in the inventory"
-                    )));
-                }
-                let target =
-                    Target::parse(addr).map_err(|e| RolloutError::Target(format!("{t:?}: {e}")))?;
-                Ok((node.to_owned(), target))
-            })
-            .collect()
-    }
-
     fn options(&self) -> DeployOptions {
         DeployOptions {
             goal: match self.goal {
@@ -154,8 +115,12 @@ impl RolloutArgs {
                 jobs: self.connections,
                 ..CopyOptions::default()
             },
-            ssh: self.ssh.options(),
+            ssh: self.inventory.ssh.options(),
             daemon_command: self.remote_program.clone(),
+            rollback: (!self.no_rollback)
+                .then(|| std::time::Duration::from_secs(self.confirm_timeout.max(1))),
+            lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
+            stages: Vec::new(),
         }
     }
 }
@@ -164,23 +129,15 @@ impl RolloutArgs {
 pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     let verbosity = Verbosity::new(args.quiet, args.verbose, args.json);
     crate::logging::init(args.verbose);
-    let nix = args.nix();
-    let inventory = Inventory::load(&nix).await?;
-    let selected = inventory.select(&args.nodes)?;
-    let overrides = args.target_overrides(&inventory)?;
-    let built = build_profiles(&nix, &selected).await?;
+    let nix = args.inventory.nix();
+    let selected = args.inventory.resolve(&args.nodes).await?;
+    let configs: Vec<&NodeConfig> = selected.iter().map(|(node, _)| node).collect();
+    let built = build_profiles(&nix, &configs).await?;
     let plans: Vec<NodePlan> = selected
         .iter()
-        .map(|node| NodePlan {
+        .map(|(node, target)| NodePlan {
             name: node.name.clone(),
-            target: overrides
-                .get(&node.name)
-                .cloned()
-                .unwrap_or_else(|| Target {
-                    user: Some(node.ssh_user.clone()),
-                    host: node.hostname.clone(),
-                    port: Some(node.ssh_port),
-                }),
+            target: target.clone(),
             profile_path: node.profile_path.clone(),
             profile: built
                 .get(&node.name)
@@ -211,10 +168,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     let progress = tokio::spawn(report::progress(rx, verbosity));
     let outcomes = deploy_nodes(plans, &opts, Some(tx), &cancel).await;
     let _ = progress.await;
-    let failed = outcomes
-        .iter()
-        .filter(|o| matches!(o.status, NodeStatus::Failed(_)))
-        .count();
+    let failed = outcomes.iter().filter(|o| !o.status.is_success()).count();
     report::outcomes(&outcomes, verbosity);
     Ok(exit_code(failed, outcomes.len()))
 }

@@ -31,8 +31,22 @@ fn cluster() -> Cluster {
 /// `deploy` on `flake` (a directory) with nixpkgs from `nixpkgs`, aimed at
 /// the cluster's nodes.
 fn deploy(cluster: &Cluster, flake: &str, nixpkgs: &Path, args: &[&str]) -> Output {
+    deploy_sub(cluster, &[], flake, nixpkgs, args)
+}
+
+/// `deploy SUBCOMMAND...` with the flags of [`deploy`].
+fn deploy_sub(
+    cluster: &Cluster,
+    sub: &[&str],
+    flake: &str,
+    nixpkgs: &Path,
+    args: &[&str],
+) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
-    c.arg("--flake").arg(flake).args(nix_args(nixpkgs));
+    c.args(sub)
+        .arg("--flake")
+        .arg(flake)
+        .args(nix_args(nixpkgs));
     c.args([
         "--no-agent",
         "--ssh-config",
@@ -347,4 +361,99 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .output()
         .unwrap();
     check(out, &["nix not found on PATH", "apt-get install nix-bin"]);
+}
+
+#[test]
+fn generations_and_rollback_of_an_inventory_node() {
+    let cluster = cluster();
+    let main = cluster.node("main").unwrap();
+    let fixture = fixture_nixpkgs();
+    let bumped = copy_fixture_nixpkgs();
+    edit(
+        &bumped.path().join("versions.json"),
+        "\"cowsay\": \"3.8.4\"",
+        "\"cowsay\": \"3.8.5\"",
+    );
+    let ok = |out: Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(deploy(&cluster, &repo_flake(), &fixture, &[MAIN]));
+    let first = profile_target(main);
+    ok(deploy(&cluster, &repo_flake(), bumped.path(), &[MAIN]));
+    let second = profile_target(main);
+    assert_ne!(first, second);
+
+    let out = ok(deploy_sub(
+        &cluster,
+        &["generations", MAIN],
+        &repo_flake(),
+        &fixture,
+        &["--json"],
+    ));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let gens = v["generations"].as_array().unwrap();
+    let listed: Vec<(u64, &str, bool)> = gens
+        .iter()
+        .map(|g| {
+            (
+                g["number"].as_u64().unwrap(),
+                g["path"].as_str().unwrap(),
+                g["current"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![(1, first.as_str(), false), (2, second.as_str(), true)]
+    );
+    let text = ok(deploy_sub(
+        &cluster,
+        &["generations", MAIN],
+        &repo_flake(),
+        &fixture,
+        &[],
+    ));
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(&format!("{second}  (current)")),
+        "{text}"
+    );
+
+    let out = ok(deploy_sub(
+        &cluster,
+        &["rollback", MAIN],
+        &repo_flake(),
+        &fixture,
+        &[],
+    ));
+    assert!(out.contains("now on generation 1"), "{out}");
+    assert_eq!(profile_target(main), first);
+    let gens = main
+        .run_ok(&format!("nix-env --list-generations -p {PROFILE}"))
+        .unwrap();
+    assert!(gens.lines().next().unwrap().contains("(current)"), "{gens}");
+
+    let out = deploy_sub(
+        &cluster,
+        &["rollback", MAIN],
+        &repo_flake(),
+        &fixture,
+        &["--to", "99"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no generation 99; it has 1, 2"), "{err}");
+    assert_eq!(profile_target(main), first);
+    ok(deploy_sub(
+        &cluster,
+        &["rollback", MAIN],
+        &repo_flake(),
+        &fixture,
+        &["--to", "2"],
+    ));
+    assert_eq!(profile_target(main), second);
 }

@@ -56,6 +56,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let status = match &outcome.status {
             NodeStatus::Done => "ok".to_owned(),
             NodeStatus::Failed(e) => format!("failed: {e}"),
+            NodeStatus::RolledBack { reason, generation } => {
+                format!("rolled back to generation {generation}: {reason}")
+            }
         };
         println!(
             "{}: {status}, {} paths sent in {:.1?}",

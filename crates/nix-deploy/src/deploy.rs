@@ -22,11 +22,22 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::activate::ActivationError;
 use crate::closure::{closure_infos, ClosureError};
 use crate::copy::{CopyError, CopyEvent, CopyOptions, NodeStore};
 use crate::diff::NodeDiff;
 use crate::profile::{self, ProfileError};
 use crate::remote::SshConnector;
+use crate::stage::{Stage, StageError};
+
+mod activation;
+
+/// The default time a node waits for the deploy's confirmation before it
+/// rolls back by itself.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default time a deploy waits for another one to release a node.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What to deploy where.
 #[derive(Debug, Clone)]
@@ -69,6 +80,15 @@ pub struct DeployOptions {
     pub ssh: SshOptions,
     /// The command running the Nix daemon on nodes.
     pub daemon_command: String,
+    /// Safe rollback: how long a node waits for the confirmation, sent
+    /// after the switch and the stages over a fresh connection, before it
+    /// goes back to its previous generation by itself. `None`: no watchdog,
+    /// and a failing stage leaves the new generation in place.
+    pub rollback: Option<Duration>,
+    /// How long to wait for another deploy holding a node's lock.
+    pub lock_timeout: Duration,
+    /// Run after the switch, in order, before confirmation (goal `All`).
+    pub stages: Vec<Arc<dyn Stage>>,
 }
 
 impl Default for DeployOptions {
@@ -80,6 +100,9 @@ impl Default for DeployOptions {
             copy: CopyOptions::default(),
             ssh: SshOptions::default(),
             daemon_command: DEFAULT_DAEMON_COMMAND.to_owned(),
+            rollback: Some(DEFAULT_CONFIRM_TIMEOUT),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            stages: Vec::new(),
         }
     }
 }
@@ -108,6 +131,22 @@ pub enum NodeError {
         #[source]
         source: ClosureError,
     },
+    /// An activation step (lock, generations, watchdog, PATH) failed.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// A stage after the switch failed.
+    #[error("stage {stage}: {source}")]
+    Stage {
+        /// The stage's name.
+        stage: String,
+        /// Why.
+        #[source]
+        source: StageError,
+    },
+    /// The confirmation could not be sent; the node's watchdog rolls it
+    /// back at its timeout.
+    #[error("not confirmed ({0}); the node goes back to its previous generation when its watchdog expires")]
+    NotConfirmed(Box<NodeError>),
     /// Another node failed and fail-fast was asked for, or the user cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -120,6 +159,22 @@ pub enum NodeStatus {
     Done,
     /// It failed.
     Failed(NodeError),
+    /// It was switched, then something failed (a stage, the confirmation)
+    /// and the node is back, or goes back by itself, on its previous
+    /// generation. Not a success.
+    RolledBack {
+        /// What failed.
+        reason: NodeError,
+        /// The generation the node is back on.
+        generation: u64,
+    },
+}
+
+impl NodeStatus {
+    /// Whether the node got everything up to the goal.
+    pub fn is_success(&self) -> bool {
+        matches!(self, NodeStatus::Done)
+    }
 }
 
 /// One node's result.
@@ -154,6 +209,19 @@ pub enum DeployEvent {
     },
     /// The node's profile now points to the new closure.
     Switched {
+        /// The node.
+        name: String,
+    },
+    /// Another deploy holds the node's lock; waiting for it.
+    WaitingForLock {
+        /// The node.
+        name: String,
+        /// Who holds it (as the holder described itself).
+        holder: String,
+    },
+    /// The deploy was confirmed over a fresh connection: the node keeps
+    /// the new generation.
+    Confirmed {
         /// The node.
         name: String,
     },
@@ -196,15 +264,13 @@ pub async fn deploy_nodes(
                 r = deploy_one(&plan, &opts, events.as_ref(), &mut sent) => r,
                 () = cancel.cancelled() => Err(NodeError::Cancelled),
             };
-            if result.is_err() && opts.fail_fast {
+            let status = result.unwrap_or_else(NodeStatus::Failed);
+            if !status.is_success() && opts.fail_fast {
                 cancel.cancel();
             }
             NodeOutcome {
                 name: plan.name,
-                status: match result {
-                    Ok(()) => NodeStatus::Done,
-                    Err(e) => NodeStatus::Failed(e),
-                },
+                status,
                 sent_paths: sent.0,
                 sent_bytes: sent.1,
                 elapsed: start.elapsed(),
@@ -228,8 +294,8 @@ async fn deploy_one(
     opts: &DeployOptions,
     events: Option<&UnboundedSender<DeployEvent>>,
     sent: &mut (usize, u64),
-) -> Result<(), NodeError> {
-    let send = |e: DeployEvent| {
+) -> Result<NodeStatus, NodeError> {
+    let send = &|e: DeployEvent| {
         if let Some(tx) = events {
             let _ = tx.send(e);
         }
@@ -238,7 +304,7 @@ async fn deploy_one(
         name: plan.name.clone(),
     });
     if opts.goal < Goal::Push {
-        return Ok(());
+        return Ok(NodeStatus::Done);
     }
     let (session, mut store) = open_node(plan, opts).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -267,14 +333,13 @@ async fn deploy_one(
     let (report, ()) = tokio::join!(copy, forward);
     let report = report?;
     *sent = (report.sent_paths, report.sent_bytes);
-    if opts.goal >= Goal::Switch {
-        profile::switch(&session, &plan.profile_path, &plan.profile).await?;
-        send(DeployEvent::Switched {
-            name: plan.name.clone(),
-        });
-    }
+    let status = if opts.goal >= Goal::Switch {
+        activation::activate(plan, opts, &session, send).await?
+    } else {
+        NodeStatus::Done
+    };
     drop(store);
-    Ok(())
+    Ok(status)
 }
 
 /// Previews every plan against its live node, changing nothing; one result

@@ -11,9 +11,13 @@
 //! - [`keys`]: the deployer's own signing key;
 //! - [`trust`]: making a node trust that key;
 //! - [`profile`]: reading and switching a node's profile;
+//! - [`activate`]: generations, rollback, the safe-rollback watchdog, the
+//!   node lock, PATH for login shells;
+//! - [`stage`]: steps run after the switch, before confirmation;
 //! - [`diff`]: the preview of what a deploy would change on a node;
 //! - [`deploy`]: the entry point: deploy or preview many nodes in parallel.
 
+pub mod activate;
 pub mod closure;
 pub mod copy;
 pub mod deploy;
@@ -24,4 +28,5 @@ pub mod nix_cli;
 pub mod profile;
 pub mod remote;
 pub mod shell;
+pub mod stage;
 pub mod trust;

@@ -39,11 +39,14 @@ pub enum ProfileError {
     },
 }
 
-fn node_name(session: &SshSession) -> String {
+/// `user@host:port` of a session, for messages.
+pub(crate) fn node_name(session: &SshSession) -> String {
     format!("{}@{}:{}", session.user(), session.host(), session.port())
 }
 
-async fn run(session: &SshSession, command: String) -> Result<String, ProfileError> {
+/// Runs `command` on the node; its trimmed stdout, or an error carrying
+/// its status and stderr.
+pub(crate) async fn run(session: &SshSession, command: String) -> Result<String, ProfileError> {
     let out = session.run(&command).await?;
     if !out.status.success() {
         return Err(ProfileError::Command {

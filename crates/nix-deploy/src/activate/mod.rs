@@ -1,0 +1,116 @@
+//! Activation on the node, around the profile switch of
+//! [`profile::switch`](crate::profile::switch):
+//!
+//! - [`generations`]: the profile's generations (read from Nix's
+//!   `PROFILE-N-link` symlinks) and rolling back to the previous or a
+//!   given one with `nix-env --switch-generation`;
+//! - [`watchdog`]: the safe rollback: a detached timer on the node, armed
+//!   before the switch, that goes back to the previous generation unless
+//!   the deploy is confirmed over a fresh SSH connection in time;
+//! - [`lock`]: one deploy per node at a time (`flock`, held by an exec
+//!   channel, so a dead deployer never leaves a stale lock);
+//! - [`path`]: the managed `/etc/profile.d/nix-deploy.sh` putting the
+//!   profile's `bin` on login shells' PATH.
+//!
+//! Services do not rely on PATH: their units name programs by absolute
+//! paths under the profile (e.g. `/nix/var/nix/profiles/nix-deploy/bin/k3s`),
+//! so a switch or a rollback changes what they run at their next restart.
+
+use deploy_ssh::SshError;
+
+use crate::profile::ProfileError;
+
+pub mod generations;
+pub mod lock;
+pub mod path;
+pub mod watchdog;
+
+/// Where nix-deploy keeps its state on nodes (the lock, watchdogs).
+pub const STATE_DIR: &str = "/nix/var/nix-deploy";
+
+/// Why an activation step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    /// A command on the node could not run or failed (boxed: it is large).
+    #[error(transparent)]
+    Command(Box<ProfileError>),
+    /// The asked generation does not exist.
+    #[error(
+        "{node}: profile {profile} has no generation {wanted}; it has {}",
+        list(existing)
+    )]
+    NoSuchGeneration {
+        /// The node.
+        node: String,
+        /// The profile path.
+        profile: String,
+        /// The generation asked for.
+        wanted: u64,
+        /// The generations it has.
+        existing: Vec<u64>,
+    },
+    /// Rolling back needs a generation older than the current one.
+    #[error("{node}: profile {profile} has no generation before the current one ({})", current.map_or("none".to_owned(), |c| c.to_string()))]
+    NoPreviousGeneration {
+        /// The node.
+        node: String,
+        /// The profile path.
+        profile: String,
+        /// The current generation, if any.
+        current: Option<u64>,
+    },
+    /// The node's answer could not be understood.
+    #[error("{node}: unexpected output from `{what}`: {output:?}")]
+    Unexpected {
+        /// The node.
+        node: String,
+        /// What ran.
+        what: String,
+        /// What it printed.
+        output: String,
+    },
+    /// Another deploy held the node's lock for the whole timeout.
+    #[error(
+        "{node}: another deploy holds the node's lock ({holder}); gave up after {} s",
+        seconds
+    )]
+    LockTimeout {
+        /// The node.
+        node: String,
+        /// Who holds it, as the holder recorded it.
+        holder: String,
+        /// How long we waited.
+        seconds: u64,
+    },
+    /// The watchdog acted before the confirmation arrived.
+    #[error("{node}: confirmation came too late: the node's watchdog had already rolled back to generation {generation}")]
+    TooLate {
+        /// The node.
+        node: String,
+        /// The generation it went back to.
+        generation: u64,
+    },
+}
+
+impl From<ProfileError> for ActivationError {
+    fn from(e: ProfileError) -> Self {
+        ActivationError::Command(Box::new(e))
+    }
+}
+
+impl From<SshError> for ActivationError {
+    fn from(e: SshError) -> Self {
+        ProfileError::from(e).into()
+    }
+}
+
+fn list(numbers: &[u64]) -> String {
+    if numbers.is_empty() {
+        return "none".to_owned();
+    }
+    numbers
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,226 @@
+//! The safe rollback ("magic rollback"): before the switch, a watchdog is
+//! armed on the node that, after the timeout, switches the profile back to
+//! the generation current before the deploy, unless the deploy was
+//! confirmed first. It survives the SSH session and the deployer's death:
+//!
+//! - with systemd (`/run/systemd/system` exists and `systemd-run` is on
+//!   PATH): a transient timer, `systemd-run --on-active=T --unit=U`;
+//! - without: `setsid nohup sh -c 'sleep T; …' &`, detached from the
+//!   session (stdio on `/dev/null`, its own session), reparented to init.
+//!
+//! Each watchdog has a directory `STATE_DIR/watchdogs/ID`. Whoever acts
+//! first, the watchdog at expiry, the deployer confirming or the deployer
+//! rolling back after a failed stage, claims the decision with `mkdir
+//! decided` (atomic), so a confirmation racing the timeout is either in
+//! time or reported as too late, never both. A node rebooting before the
+//! timeout loses the watchdog (as a transient systemd timer would).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deploy_ssh::SshSession;
+
+use super::generations::switch_command;
+use super::{ActivationError, STATE_DIR};
+use crate::profile::{node_name, run};
+use crate::shell::quote;
+
+/// How the watchdog runs on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogKind {
+    /// A transient systemd timer.
+    Systemd,
+    /// A detached `sleep` in its own session.
+    Detached,
+}
+
+/// An armed watchdog on one node.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    dir: String,
+    unit: String,
+    profile: String,
+    previous: u64,
+    nix_env: String,
+    kind: WatchdogKind,
+}
+
+/// What became of the watchdog's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The deploy is confirmed; the watchdog will do nothing.
+    Confirmed,
+    /// The node is back on this generation.
+    RolledBack(u64),
+}
+
+fn unique_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos}-{}", std::process::id())
+}
+
+impl Watchdog {
+    /// Arms a watchdog that switches `profile` back to generation
+    /// `previous` after `timeout` unless confirmed.
+    pub async fn arm(
+        session: &SshSession,
+        profile: &str,
+        previous: u64,
+        timeout: Duration,
+    ) -> Result<Watchdog, ActivationError> {
+        let probe = run(
+            session,
+            "command -v nix-env; if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; then echo systemd; else echo detached; fi".to_owned(),
+        )
+        .await?;
+        let mut lines = probe.lines();
+        let (Some(nix_env), Some(kind)) = (lines.next(), lines.next()) else {
+            return Err(ActivationError::Unexpected {
+                node: node_name(session),
+                what: "looking for nix-env and systemd".to_owned(),
+                output: probe.clone(),
+            });
+        };
+        let id = unique_id();
+        let dog = Watchdog {
+            dir: format!("{STATE_DIR}/watchdogs/{id}"),
+            unit: format!("nix-deploy-rollback-{id}"),
+            profile: profile.to_owned(),
+            previous,
+            nix_env: nix_env.to_owned(),
+            kind: if kind == "systemd" {
+                WatchdogKind::Systemd
+            } else {
+                WatchdogKind::Detached
+            },
+        };
+        let secs = timeout.as_secs().max(1);
+        let body = dog.expiry_script();
+        let start = match dog.kind {
+            WatchdogKind::Systemd => format!(
+                "systemd-run --quiet --unit={unit} --on-active={secs}s --timer-property=AccuracySec=100ms /bin/sh -c {body}",
+                unit = quote(&dog.unit),
+                body = quote(&body)
+            ),
+            WatchdogKind::Detached => format!(
+                "setsid nohup /bin/sh -c {script} </dev/null >/dev/null 2>&1 &",
+                script = quote(&format!("sleep {secs}; {body}"))
+            ),
+        };
+        run(
+            session,
+            // Not `mkdir && start &`: that would background a subshell
+            // holding the channel's stdout until the watchdog ends.
+            format!("mkdir -p {dir} || exit 1; {start}", dir = quote(&dog.dir)),
+        )
+        .await?;
+        Ok(dog)
+    }
+
+    /// How it runs.
+    pub fn kind(&self) -> WatchdogKind {
+        self.kind
+    }
+
+    /// The generation it goes back to.
+    pub fn previous(&self) -> u64 {
+        self.previous
+    }
+
+    /// What the watchdog does at expiry: claim the decision, roll back.
+    fn expiry_script(&self) -> String {
+        format!(
+            "cd {dir} || exit 0; if mkdir decided 2>/dev/null; then {rollback} >>log 2>&1; echo 'rolled-back {prev}' > state; fi",
+            dir = quote(&self.dir),
+            rollback = switch_command(&self.nix_env, &self.profile, self.previous),
+            prev = self.previous,
+        )
+    }
+
+    /// Stops the systemd timer (nothing for the detached kind, which finds
+    /// the decision taken when it wakes).
+    fn stop_timer(&self) -> String {
+        match self.kind {
+            WatchdogKind::Systemd => format!(
+                "; systemctl stop {}.timer >/dev/null 2>&1",
+                quote(&self.unit)
+            ),
+            WatchdogKind::Detached => String::new(),
+        }
+    }
+
+    /// Claims the decision and runs `action` if we got it; else prints
+    /// the state the watchdog left. Then stops the timer.
+    fn claim(&self, action: &str) -> String {
+        format!(
+            "cd {dir} || exit 3; if mkdir decided 2>/dev/null; then {action}; else cat state; fi{stop}; true",
+            dir = quote(&self.dir),
+            stop = self.stop_timer(),
+        )
+    }
+
+    fn decision(&self, session: &SshSession, out: &str) -> Result<Decision, ActivationError> {
+        match out.trim() {
+            "confirmed" => Ok(Decision::Confirmed),
+            s => s
+                .strip_prefix("rolled-back ")
+                .and_then(|n| n.parse().ok())
+                .map(Decision::RolledBack)
+                .ok_or_else(|| ActivationError::Unexpected {
+                    node: node_name(session),
+                    what: format!("reading the watchdog's state in {}", self.dir),
+                    output: out.to_owned(),
+                }),
+        }
+    }
+
+    /// Confirms the deploy: call it over a fresh connection, which proves
+    /// the node is still reachable. Fails with
+    /// [`ActivationError::TooLate`] if the watchdog acted first.
+    pub async fn confirm(&self, fresh: &SshSession) -> Result<(), ActivationError> {
+        let action = format!(
+            "echo confirmed > state; echo confirmed; rm -rf {}",
+            quote(&self.dir)
+        );
+        let out = run(fresh, self.claim(&action)).await?;
+        match self.decision(fresh, &out)? {
+            Decision::Confirmed => Ok(()),
+            Decision::RolledBack(generation) => Err(ActivationError::TooLate {
+                node: node_name(fresh),
+                generation,
+            }),
+        }
+    }
+
+    /// Rolls back now (a later stage failed) and claims the decision, so
+    /// the watchdog will do nothing; returns the generation the node is
+    /// back on.
+    pub async fn roll_back_now(&self, session: &SshSession) -> Result<u64, ActivationError> {
+        let action = format!(
+            "{rollback} >&2 && echo 'rolled-back {prev}' > state && echo 'rolled-back {prev}'",
+            rollback = switch_command(&self.nix_env, &self.profile, self.previous),
+            prev = self.previous,
+        );
+        // Switching back even if the watchdog claimed the decision first
+        // (a switch slower than the timeout): the node must end on
+        // `previous` whoever decided.
+        let out = run(
+            session,
+            format!(
+                "cd {dir} || exit 3; mkdir decided 2>/dev/null{stop}; {action}",
+                dir = quote(&self.dir),
+                stop = self.stop_timer(),
+            ),
+        )
+        .await?;
+        match self.decision(session, &out)? {
+            Decision::RolledBack(n) => Ok(n),
+            Decision::Confirmed => Err(ActivationError::Unexpected {
+                node: node_name(session),
+                what: "rolling back a confirmed deploy".to_owned(),
+                output: out,
+            }),
+        }
+    }
+}

@@ -14,7 +14,9 @@
 //! and the targets of issue 3. Needs root and `scripts/setup-test-machine`.
 //!
 //! `transfer --one-copy SSH_CONFIG NODE JOBS ROOT` is the child process
-//! that runs one copy of ours.
+//! that runs one copy of ours; `transfer --one-pipe SSH_CONFIG NODE ROOT`
+//! the diagnostic one that streams the closure's NARs through one
+//! deploy-ssh channel into `wc -c` (our transport without a Nix daemon).
 
 #[path = "transfer/methods.rs"]
 mod methods;
@@ -46,6 +48,11 @@ fn main() -> ExitCode {
                 Err(_) => Err(format!("bad jobs {jobs}")),
             },
             _ => Err("usage: transfer --one-copy SSH_CONFIG NODE JOBS ROOT".into()),
+        }
+    } else if argv.first().map(String::as_str) == Some("--one-pipe") {
+        match &argv[1..] {
+            [config, node, root] => one_copy::pipe(PathBuf::from(config), node, root),
+            _ => Err("usage: transfer --one-pipe SSH_CONFIG NODE ROOT".into()),
         }
     } else {
         parse(&argv).and_then(|a| bench(&a))
@@ -109,7 +116,7 @@ fn bench(a: &Args) -> Result<(), String> {
     for link in links {
         let mut methods = vec![Method::Ours, Method::NixCopy, Method::RawPipe];
         if link.is_none() || a.full {
-            methods.extend([Method::OursJobs1, Method::RawImport]);
+            methods.extend([Method::OursJobs1, Method::RawImport, Method::OursPipe]);
         }
         if !cold {
             methods = vec![Method::Ours];
@@ -215,8 +222,8 @@ fn build(salt: &str) -> Result<Closure, String> {
 fn report(samples: &BTreeMap<&str, Vec<Measured>>, mib: f64, cold: bool, noop: bool) {
     let med = |k: &str| samples.get(k).map(|v| median(v.iter().map(|m| m.wall)));
     println!(
-        "\n{:<32} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9}",
-        "method", "runs", "median s", "min s", "max s", "MiB/s", "peak RSS"
+        "\n{:<32} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9} {:>10}",
+        "method", "runs", "median s", "min s", "max s", "MiB/s", "CPU s", "peak RSS"
     );
     for (k, v) in samples {
         let mut walls: Vec<Duration> = v.iter().map(|m| m.wall).collect();
@@ -228,13 +235,15 @@ fn report(samples: &BTreeMap<&str, Vec<Measured>>, mib: f64, cold: bool, noop: b
         } else {
             format!("{:.0}", mib / m.as_secs_f64())
         };
+        let cpu = median(v.iter().map(|m| m.cpu));
         println!(
-            "{k:<32} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>5.1} MiB",
+            "{k:<32} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>9.2} {:>6.1} MiB",
             v.len(),
             m.as_secs_f64(),
             walls[0].as_secs_f64(),
             walls[walls.len() - 1].as_secs_f64(),
             speed,
+            cpu.as_secs_f64(),
             rss
         );
     }
@@ -271,7 +280,7 @@ fn report(samples: &BTreeMap<&str, Vec<Measured>>, mib: f64, cold: bool, noop: b
     }
     let ours_rss = samples
         .iter()
-        .filter(|(k, _)| k.starts_with("ours") || **k == "no-op: ours")
+        .filter(|(k, _)| k.starts_with("ours (") || **k == "no-op: ours")
         .flat_map(|(_, v)| v.iter().map(|m| m.max_rss_kib))
         .max();
     if let Some(kib) = ours_rss {

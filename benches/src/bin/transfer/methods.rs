@@ -23,6 +23,9 @@ pub enum Method {
     RawPipe,
     /// `nix-store --export CLOSURE | ssh node nix-store --import`.
     RawImport,
+    /// Diagnostic: our NAR encoder through one deploy-ssh channel into
+    /// `wc -c` (our transport without the Nix daemon).
+    OursPipe,
 }
 
 impl Method {
@@ -34,6 +37,7 @@ impl Method {
             Method::NixCopy => "nix copy --to ssh-ng",
             Method::RawPipe => "export | ssh wc -c",
             Method::RawImport => "export | ssh nix-store --import",
+            Method::OursPipe => "ours: NARs | deploy-ssh wc -c",
         }
     }
 }
@@ -42,8 +46,12 @@ impl Method {
 pub struct Measured {
     /// Wall-clock from spawn to exit.
     pub wall: Duration,
-    /// Peak resident set of the child itself (not its children), KiB.
+    /// Peak resident set of the child or of one of the descendants it
+    /// waited for (Linux's `wait4` semantics), KiB.
     pub max_rss_kib: u64,
+    /// CPU time (user + system) of the child and the descendants it waited
+    /// for: this machine's side only, never the node's.
+    pub cpu: Duration,
     /// Its stdout.
     pub stdout: String,
 }
@@ -78,9 +86,11 @@ pub fn measure(cmd: &mut Command) -> Result<Measured, String> {
             stderr.trim()
         ));
     }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Measured {
         wall,
         max_rss_kib: usage.ru_maxrss as u64,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         stdout,
     })
 }
@@ -109,6 +119,14 @@ pub fn copy(
         Method::Ours => ours(config, node, 4, &closure.root),
         Method::OursJobs1 => ours(config, node, 1, &closure.root),
         Method::NixCopy => nix_copy(config, node, &closure.root),
+        Method::OursPipe => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("--one-pipe")
+                .arg(config)
+                .args([node.name(), &closure.root]);
+            measure(&mut cmd)
+        }
         Method::RawPipe | Method::RawImport => {
             let remote = if method == Method::RawPipe {
                 "wc -c"
@@ -152,13 +170,15 @@ pub fn nix_copy(config: &Path, node: &Node, root: &str) -> Result<Measured, Stri
 /// store on the node that verifies with `--check-contents` and holds the
 /// whole closure.
 pub fn check(method: Method, m: &Measured, node: &Node, closure: &Closure) -> Result<(), String> {
-    if method == Method::RawPipe {
+    if matches!(method, Method::RawPipe | Method::OursPipe) {
         let got: u64 = m.stdout.trim().parse().unwrap_or(0);
-        if got != closure.export_bytes {
-            return Err(format!(
-                "the pipe moved {got} bytes, not {}",
-                closure.export_bytes
-            ));
+        let want = if method == Method::RawPipe {
+            closure.export_bytes
+        } else {
+            closure.nar_bytes
+        };
+        if got != want {
+            return Err(format!("the pipe moved {got} bytes, not {want}"));
         }
         return Ok(());
     }

@@ -234,6 +234,12 @@ fn client_config(ep: &Endpoint) -> Arc<client::Config> {
     );
     preferred.key = keys.into();
     preferred.cipher = cipher_order(aes_in_hardware()).into();
+    if ep.compression {
+        // `Compression yes`: zlib (the delayed, after-auth variant first, as
+        // OpenSSH), worth it on slow links, a cost on fast ones.
+        use russh::compression::{NONE, ZLIB, ZLIB_LEGACY};
+        preferred.compression = vec![ZLIB_LEGACY, ZLIB, NONE].into();
+    }
     Arc::new(client::Config {
         keepalive_interval: Some(ep.keepalive_interval),
         keepalive_max: ep.keepalive_max,

@@ -115,6 +115,9 @@ fn bench(a: &Args) -> Result<(), String> {
     let cold = a.parts.iter().any(|p| p == "cold" || p == "shaped");
     for link in links {
         let mut methods = vec![Method::Ours, Method::NixCopy, Method::RawPipe];
+        if link.is_some() || a.full {
+            methods.extend([Method::OursCompressed, Method::NixCopyCompressed]);
+        }
         if link.is_none() || a.full {
             methods.extend([Method::OursJobs1, Method::RawImport, Method::OursPipe]);
         }
@@ -150,7 +153,7 @@ fn bench(a: &Args) -> Result<(), String> {
                 methods::check(method, &m, node, &closure)?;
                 if method == Method::Ours && noop {
                     let o = methods::ours(cluster.ssh_config(), node, 4, &closure.root)?;
-                    let n = methods::nix_copy(cluster.ssh_config(), node, &closure.root)?;
+                    let n = methods::nix_copy(cluster.ssh_config(), node, &closure.root, false)?;
                     println!(
                         "      no-op: ours {:.3}s  nix copy {:.3}s",
                         o.wall.as_secs_f64(),
@@ -264,6 +267,20 @@ fn report(samples: &BTreeMap<&str, Vec<Measured>>, mib: f64, cold: bool, noop: b
                 verdict(r <= 1.0)
             );
         }
+        if let (Some(o), Some(n)) = (
+            med(Method::OursCompressed.label()),
+            med(Method::NixCopy.label()),
+        ) {
+            let r = n.as_secs_f64() / o.as_secs_f64();
+            println!("cold: nix copy / ours with Compression yes = {r:.2}x  (for information)");
+        }
+        if let (Some(o), Some(n)) = (
+            med(Method::OursCompressed.label()),
+            med(Method::NixCopyCompressed.label()),
+        ) {
+            let r = n.as_secs_f64() / o.as_secs_f64();
+            println!("cold: nix copy -C / ours with Compression yes = {r:.2}x  (for information)");
+        }
         if let (Some(o), Some(p)) = (med(Method::Ours.label()), med(Method::RawImport.label())) {
             let r = o.as_secs_f64() / p.as_secs_f64();
             println!("cold: ours / ssh nix-store --import = {r:.2}  (for information)");
@@ -280,7 +297,7 @@ fn report(samples: &BTreeMap<&str, Vec<Measured>>, mib: f64, cold: bool, noop: b
     }
     let ours_rss = samples
         .iter()
-        .filter(|(k, _)| k.starts_with("ours (") || **k == "no-op: ours")
+        .filter(|(k, _)| k.starts_with("ours (") || k.starts_with("ours,") || **k == "no-op: ours")
         .flat_map(|(_, v)| v.iter().map(|m| m.max_rss_kib))
         .max();
     if let Some(kib) = ours_rss {

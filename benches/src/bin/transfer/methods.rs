@@ -23,6 +23,10 @@ pub enum Method {
     RawPipe,
     /// `nix-store --export CLOSURE | ssh node nix-store --import`.
     RawImport,
+    /// Our engine over an SSH connection with `Compression yes` (zlib).
+    OursCompressed,
+    /// `nix copy` with `NIX_SSHOPTS` adding `-C` (zlib).
+    NixCopyCompressed,
     /// Diagnostic: our NAR encoder through one deploy-ssh channel into
     /// `wc -c` (our transport without the Nix daemon).
     OursPipe,
@@ -38,6 +42,8 @@ impl Method {
             Method::RawPipe => "export | ssh wc -c",
             Method::RawImport => "export | ssh nix-store --import",
             Method::OursPipe => "ours: NARs | deploy-ssh wc -c",
+            Method::OursCompressed => "ours, Compression yes",
+            Method::NixCopyCompressed => "nix copy, NIX_SSHOPTS -C",
         }
     }
 }
@@ -118,7 +124,15 @@ pub fn copy(
     match method {
         Method::Ours => ours(config, node, 4, &closure.root),
         Method::OursJobs1 => ours(config, node, 1, &closure.root),
-        Method::NixCopy => nix_copy(config, node, &closure.root),
+        Method::NixCopy => nix_copy(config, node, &closure.root, false),
+        Method::NixCopyCompressed => nix_copy(config, node, &closure.root, true),
+        Method::OursCompressed => {
+            let compressed = config.with_extension("compressed");
+            let text = std::fs::read_to_string(config).map_err(|e| e.to_string())?;
+            std::fs::write(&compressed, format!("Host *\n  Compression yes\n{text}"))
+                .map_err(|e| e.to_string())?;
+            ours(&compressed, node, 4, &closure.root)
+        }
         Method::OursPipe => {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut cmd = Command::new(exe);
@@ -155,14 +169,26 @@ pub fn ours(config: &Path, node: &Node, jobs: usize, root: &str) -> Result<Measu
 }
 
 /// `nix copy --to ssh-ng://NODE --no-check-sigs ROOT`.
-pub fn nix_copy(config: &Path, node: &Node, root: &str) -> Result<Measured, String> {
+pub fn nix_copy(
+    config: &Path,
+    node: &Node,
+    root: &str,
+    compress: bool,
+) -> Result<Measured, String> {
     let mut cmd = Command::new("nix");
     cmd.args(["--extra-experimental-features", "nix-command"])
         .args(["copy", "--no-check-sigs", "--option", "substituters", ""])
         .arg("--to")
         .arg(format!("ssh-ng://{}", node.name()))
         .arg(root)
-        .env("NIX_SSHOPTS", format!("-F {}", config.display()));
+        .env(
+            "NIX_SSHOPTS",
+            format!(
+                "-F {}{}",
+                config.display(),
+                if compress { " -C" } else { "" }
+            ),
+        );
     measure(&mut cmd)
 }
 
@@ -182,7 +208,10 @@ pub fn check(method: Method, m: &Measured, node: &Node, closure: &Closure) -> Re
         }
         return Ok(());
     }
-    if matches!(method, Method::Ours | Method::OursJobs1) {
+    if matches!(
+        method,
+        Method::Ours | Method::OursJobs1 | Method::OursCompressed
+    ) {
         let sent: usize = first_field(&m.stdout);
         if sent != closure.paths.len() {
             return Err(format!(

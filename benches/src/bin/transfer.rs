@@ -5,10 +5,13 @@
 //! same bytes; then the no-op copy (everything present) and our peak RSS.
 //! The same again on a link shaped to 100 Mbit/s.
 //!
-//! Usage: `transfer [--runs N] [--mbit M] [--parts cold,noop,shaped]
+//! Usage: `transfer [--runs N] [--mbit M] [--parts cold,noop,shaped,noop-shaped]
 //! [--salt S] [--full]`. Defaults: 3 runs, 100 Mbit/s, all parts, salt
-//! `bench`; on the shaped link only ours (jobs=4), `nix copy` and the raw
-//! pipe run unless `--full`. Every cold copy goes to a node of its own and
+//! `bench`. On the shaped link: ours (jobs=4), `nix copy`, the raw pipe,
+//! and both with zlib (`Compression yes` / `NIX_SSHOPTS=-C`); jobs=1, the
+//! import pipe and the deploy-ssh pipe only on the unshaped link unless
+//! `--full`. `noop-shaped` fills a node at full speed, shapes its link, then
+//! times the no-op copies. Every cold copy goes to a node of its own and
 //! is checked (`nix-store --verify --check-contents` and the path count on
 //! the node, or the byte count through the pipe). Prints medians, ratios
 //! and the targets of issue 3. Needs root and `scripts/setup-test-machine`.
@@ -70,12 +73,14 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     let mut a = Args {
         runs: 3,
         mbit: 100,
-        parts: vec!["cold".into(), "noop".into(), "shaped".into()],
+        parts: ["cold", "noop", "shaped", "noop-shaped"]
+            .map(String::from)
+            .to_vec(),
         salt: "bench".into(),
         full: false,
     };
     let usage =
-        "usage: transfer [--runs N] [--mbit M] [--parts cold,noop,shaped] [--salt S] [--full]";
+        "usage: transfer [--runs N] [--mbit M] [--parts cold,noop,shaped,noop-shaped] [--salt S] [--full]";
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or(usage.to_string());
@@ -104,16 +109,16 @@ fn bench(a: &Args) -> Result<(), String> {
         closure.nar_bytes,
         closure.export_bytes
     );
+    let part = |name: &str| a.parts.iter().any(|p| p == name);
+    // (link, measure cold copies, measure no-op copies)
     let mut links = Vec::new();
-    if a.parts.iter().any(|p| p == "cold" || p == "noop") {
-        links.push(None);
+    if part("cold") || part("noop") {
+        links.push((None, part("cold"), part("noop")));
     }
-    if a.parts.iter().any(|p| p == "shaped") {
-        links.push(Some(a.mbit));
+    if part("shaped") || part("noop-shaped") {
+        links.push((Some(a.mbit), part("shaped"), part("noop-shaped")));
     }
-    let noop = a.parts.iter().any(|p| p == "noop");
-    let cold = a.parts.iter().any(|p| p == "cold" || p == "shaped");
-    for link in links {
+    for (link, cold, noop) in links {
         let mut methods = vec![Method::Ours, Method::NixCopy, Method::RawPipe];
         if link.is_some() || a.full {
             methods.extend([Method::OursCompressed, Method::NixCopyCompressed]);
@@ -135,10 +140,14 @@ fn bench(a: &Args) -> Result<(), String> {
                 let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie))
                     .map_err(|e| e.to_string())?;
                 let node = &cluster.nodes()[0];
-                if let Some(m) = link {
+                // Without cold rows, fill the node at full speed, then shape.
+                if let (Some(m), true) = (link, cold) {
                     node.shape(m).map_err(|e| e.to_string())?;
                 }
                 let m = methods::copy(method, &cluster, node, &closure)?;
+                if let (Some(m), false) = (link, cold) {
+                    node.shape(m).map_err(|e| e.to_string())?;
+                }
                 print!(
                     "run {} {:<32} {:>8.2}s  rss {:>4} MiB",
                     run + 1,

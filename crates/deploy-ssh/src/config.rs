@@ -2,7 +2,8 @@
 //! `?`, `!negation`, several per line; options before the first `Host`
 //! apply to all hosts) holding `HostName`, `User`, `Port`, `IdentityFile`,
 //! `IdentitiesOnly`, `UserKnownHostsFile`, `ProxyJump`, `ConnectTimeout`,
-//! `ServerAliveInterval`, `ServerAliveCountMax` and `StrictHostKeyChecking`.
+//! `ServerAliveInterval`, `ServerAliveCountMax`, `StrictHostKeyChecking`
+//! and `Compression`.
 //! As in OpenSSH the first value obtained wins, except `IdentityFile`, which
 //! accumulates. `Match` blocks and `Include` are not supported: they are
 //! skipped with a warning. Other keywords are ignored.
@@ -50,6 +51,7 @@ pub(crate) struct HostConfig {
     pub server_alive_interval: Option<u64>,
     pub server_alive_count_max: Option<usize>,
     pub strict_host_key_checking: Option<String>,
+    pub compression: Option<bool>,
 }
 
 impl SshConfig {
@@ -188,6 +190,7 @@ impl HostConfig {
                 &mut self.strict_host_key_checking,
                 first.to_ascii_lowercase(),
             ),
+            "compression" => set(&mut self.compression, yes(&first)),
             other => tracing::debug!(keyword = other, "ssh config: keyword ignored"),
         }
     }
@@ -347,6 +350,14 @@ mod tests {
     fn match_blocks_are_skipped() {
         let c = parse("Match user root\n User nobody\nHost *\n User ok\n");
         assert_eq!(c.query("x").user.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn compression_is_off_unless_asked() {
+        let c = parse("Host slow\n  Compression yes\nHost *\n  Compression no\n");
+        assert_eq!(c.query("slow").compression, Some(true));
+        assert_eq!(c.query("fast").compression, Some(false));
+        assert_eq!(parse("").query("any").compression, None);
     }
 
     #[test]

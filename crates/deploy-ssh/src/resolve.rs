@@ -29,6 +29,8 @@ pub(crate) struct Endpoint {
     pub connect_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_max: usize,
+    /// Compress the connection (zlib, as OpenSSH's `Compression yes`).
+    pub compression: bool,
     /// Hops to go through first, in order (`ProxyJump`).
     pub jumps: Vec<Target>,
 }
@@ -149,6 +151,7 @@ pub(crate) fn resolve(
             .map(Duration::from_secs)
             .unwrap_or(opts.keepalive_interval),
         keepalive_max: hc.server_alive_count_max.unwrap_or(opts.keepalive_max),
+        compression: hc.compression.unwrap_or(false),
         jumps,
     })
 }

@@ -4,10 +4,14 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::future::Future;
+use std::task::ready;
+
+use nix_wire::nar::{NarError, NarStats};
 use nix_wire::{Sha256Hash, StorePath};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 /// Progress of a copy, in order of occurrence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,25 +65,36 @@ impl Events {
 
 const REPORT_EVERY: u64 = 1 << 20;
 
-/// Wraps a NAR source: reports bytes as they pass and, at the end, checks
-/// the NAR hashes to what the local store recorded, failing the read (so
-/// the upload is aborted before its last byte) if the store was modified.
+/// The encoder's verdict on a NAR: its size and SHA-256, once it is done.
+pub(crate) type NarStatsReceiver = oneshot::Receiver<Result<NarStats, NarError>>;
+
+/// Wraps a NAR source from [`nix_wire::nar::encode_async`]: reports bytes
+/// as they pass and, at the end, checks the SHA-256 the encoder computed
+/// (no second pass over the bytes) to what the local store recorded,
+/// failing the read (so the upload is aborted before its last frame) if
+/// the store was modified.
 pub(crate) struct VerifyingReader<R> {
     inner: R,
+    stats: Option<NarStatsReceiver>,
     path: StorePath,
     expected: Sha256Hash,
-    hasher: Sha256,
     unreported: u64,
     events: Events,
 }
 
 impl<R> VerifyingReader<R> {
-    pub(crate) fn new(inner: R, path: StorePath, expected: Sha256Hash, events: Events) -> Self {
+    pub(crate) fn new(
+        inner: R,
+        stats: NarStatsReceiver,
+        path: StorePath,
+        expected: Sha256Hash,
+        events: Events,
+    ) -> Self {
         Self {
             inner,
+            stats: Some(stats),
             path,
             expected,
-            hasher: Sha256::new(),
             unreported: 0,
             events,
         }
@@ -93,6 +108,33 @@ impl<R> VerifyingReader<R> {
             self.unreported = 0;
         }
     }
+
+    /// At the end of the NAR: waits for the encoder's stats and compares.
+    fn poll_verdict(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(rx) = self.stats.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let stats = ready!(Pin::new(rx).poll(cx));
+        self.stats = None;
+        let got = match stats {
+            Ok(Ok(stats)) => stats.sha256,
+            Ok(Err(e)) => return Poll::Ready(Err(std::io::Error::other(e.to_string()))),
+            Err(_) => {
+                return Poll::Ready(Err(std::io::Error::other(
+                    "the NAR encoder ended without its hash",
+                )))
+            }
+        };
+        if got != self.expected {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "local store path {} does not match its recorded NAR hash \
+                 (recorded {}, found {got}): it was modified; \
+                 repair it with `nix-store --repair-path {}`",
+                self.path, self.expected, self.path
+            ))));
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for VerifyingReader<R> {
@@ -103,30 +145,52 @@ impl<R: AsyncRead + Unpin> AsyncRead for VerifyingReader<R> {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                if new.is_empty() {
-                    this.flush_report();
-                    let got = Sha256Hash(this.hasher.clone().finalize().into());
-                    if got != this.expected {
-                        return Poll::Ready(Err(std::io::Error::other(format!(
-                            "local store path {} does not match its recorded NAR hash \
-                             (recorded {}, found {got}): it was modified; \
-                             repair it with `nix-store --repair-path {}`",
-                            this.path, this.expected, this.path
-                        ))));
-                    }
-                } else {
-                    this.hasher.update(new);
-                    this.unreported += new.len() as u64;
-                    if this.unreported >= REPORT_EVERY {
-                        this.flush_report();
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let new = buf.filled().len() - before;
+        if new == 0 && buf.remaining() > 0 {
+            this.flush_report();
+            return this.poll_verdict(cx);
         }
+        this.unreported += new as u64;
+        if this.unreported >= REPORT_EVERY {
+            this.flush_report();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn read_with(expected: Option<Sha256Hash>) -> std::io::Result<Vec<u8>> {
+        let dir = std::env::temp_dir().join(format!("nd-verify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join(format!("f{}", expected.is_some()));
+        std::fs::write(&file, vec![7u8; 300_000])?;
+        let truth = nix_wire::nar::hash_path(&file)
+            .map_err(std::io::Error::other)?
+            .sha256;
+        let (nar, stats) = nix_wire::nar::encode_async(file.clone(), 4096);
+        let path = StorePath::parse("/nix/store/00000000000000000000000000000000-x")
+            .map_err(std::io::Error::other)?;
+        let mut r = VerifyingReader::new(nar, stats, path, expected.unwrap_or(truth), Events(None));
+        let mut out = Vec::new();
+        let res = r.read_to_end(&mut out).await.map(|_| out);
+        let _ = std::fs::remove_file(&file);
+        res
+    }
+
+    #[tokio::test]
+    async fn passes_a_nar_that_matches() {
+        let nar = read_with(None).await.unwrap();
+        assert!(nar.len() > 300_000);
+    }
+
+    #[tokio::test]
+    async fn fails_at_the_end_of_a_nar_that_does_not_match() {
+        let err = read_with(Some(Sha256Hash([0; 32]))).await.unwrap_err();
+        assert!(err.to_string().contains("was modified"), "{err}");
     }
 }

@@ -388,9 +388,14 @@ impl<C: Connector + 'static> Upload<C> {
                 path: info.path.clone(),
                 nar_size: info.nar_size,
             });
-            let (reader, _stats) = nar::encode_async(PathBuf::from(info.path.to_absolute()), CHUNK);
-            let verified =
-                VerifyingReader::new(reader, info.path.clone(), info.nar_hash, events.clone());
+            let (reader, stats) = nar::encode_async(PathBuf::from(info.path.to_absolute()), CHUNK);
+            let verified = VerifyingReader::new(
+                reader,
+                stats,
+                info.path.clone(),
+                info.nar_hash,
+                events.clone(),
+            );
             (info, verified)
         });
         conn.add_multiple_to_store(items, false, self.dont_check_sigs)

@@ -40,23 +40,11 @@ async fn local() -> DaemonClient<LocalTransport> {
 }
 
 fn node_closure(node: &Node, root: &str) -> BTreeSet<String> {
-    node.run_ok(&format!("nix-store -qR {root}"))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    node.store_closure(root).unwrap()
 }
 
 fn verify(node: &Node) {
-    let out = node
-        .run("nix-store --verify --check-contents 2>&1")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !text.contains("error") && !text.contains("modified"),
-        "{}: {text}",
-        node.name()
-    );
+    node.verify_store().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! One node: its namespaces, file systems, users, host key and sshd.
 
 mod services;
+mod store;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

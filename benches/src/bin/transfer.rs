@@ -6,7 +6,7 @@
 //! The same again on a link shaped to 100 Mbit/s.
 //!
 //! Usage: `transfer [--runs N] [--mbit M] [--parts cold,noop,shaped,noop-shaped]
-//! [--salt S] [--full]`. Defaults: 3 runs, 100 Mbit/s, all parts, salt
+//! [--salt S] [--shape wide|chain] [--full]`. Defaults: 3 runs, 100 Mbit/s, all parts, salt
 //! `bench`. On the shaped link: ours (jobs=4), `nix copy`, the raw pipe,
 //! and both with zlib (`Compression yes` / `NIX_SSHOPTS=-C`); jobs=1, the
 //! import pipe and the deploy-ssh pipe only on the unshaped link unless
@@ -39,6 +39,7 @@ struct Args {
     mbit: u32,
     parts: Vec<String>,
     salt: String,
+    shape: String,
     full: bool,
 }
 
@@ -77,10 +78,11 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             .map(String::from)
             .to_vec(),
         salt: "bench".into(),
+        shape: "wide".into(),
         full: false,
     };
     let usage =
-        "usage: transfer [--runs N] [--mbit M] [--parts cold,noop,shaped,noop-shaped] [--salt S] [--full]";
+        "usage: transfer [--runs N] [--mbit M] [--parts cold,noop,shaped,noop-shaped] [--salt S] [--shape wide|chain] [--full]";
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or(usage.to_string());
@@ -89,6 +91,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--mbit" => a.mbit = value()?.parse().map_err(|_| usage)?,
             "--parts" => a.parts = value()?.split(',').map(str::to_owned).collect(),
             "--salt" => a.salt = value()?,
+            "--shape" => a.shape = value()?,
             "--full" => a.full = true,
             _ => return Err(usage.into()),
         }
@@ -100,7 +103,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
 }
 
 fn bench(a: &Args) -> Result<(), String> {
-    let closure = build(&a.salt)?;
+    let closure = build(&a.salt, &a.shape)?;
     let mib = closure.nar_bytes as f64 / 1048576.0;
     println!(
         "closure {}: {} paths, NAR {} bytes ({mib:.0} MiB), export {} bytes",
@@ -185,13 +188,14 @@ fn bench(a: &Args) -> Result<(), String> {
 }
 
 /// Builds the fixture and measures its closure (and warms the page cache).
-fn build(salt: &str) -> Result<Closure, String> {
+fn build(salt: &str, shape: &str) -> Result<Closure, String> {
     let expr = test_support::repo_root().join("tests/fixtures/real-closure.nix");
-    eprintln!("building {} (salt {salt}) …", expr.display());
+    eprintln!("building {} (salt {salt}, shape {shape}) …", expr.display());
     let mut cmd = Command::new("nix-build");
     cmd.arg(&expr)
         .args(["--no-out-link", "--option", "substituters", ""])
-        .args(["--max-jobs", "6", "--argstr", "salt", salt]);
+        .args(["--max-jobs", "6", "--argstr", "salt", salt])
+        .args(["--argstr", "shape", shape]);
     let root = methods::measure(&mut cmd)?.stdout.trim().to_owned();
     let paths: Vec<String> = methods::measure(Command::new("nix-store").args(["-qR", &root]))?
         .stdout

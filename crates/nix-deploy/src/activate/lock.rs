@@ -1,17 +1,17 @@
 //! One deploy per node at a time: an exclusive `flock` on
-//! `STATE_DIR/lock`, taken by a shell on its own exec channel that then
+//! `<state dir>/lock` (see `state_dir`), taken by a shell on its own exec channel that then
 //! waits on its stdin (`cat`). The lock lives as long as that channel:
 //! releasing it sends EOF; a deployer that dies drops the connection,
 //! sshd closes the channel, `cat` ends, and the kernel releases the lock,
 //! so a dead deployer never leaves a stale lock. The holder writes who it
-//! is to `STATE_DIR/lock.holder`, which a waiting deploy shows.
+//! is to `<state dir>/lock.holder`, which a waiting deploy shows.
 
 use std::time::Duration;
 
 use deploy_ssh::{ProcessMonitor, ProcessStdio, SshSession};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::{ActivationError, STATE_DIR};
+use super::{state_dir, ActivationError};
 use crate::profile::{node_name, ProfileError};
 use crate::shell::quote;
 
@@ -48,9 +48,10 @@ pub async fn acquire(
     timeout: Duration,
     mut on_wait: impl FnMut(&str),
 ) -> Result<NodeLock, ActivationError> {
-    let dir = quote(STATE_DIR);
-    let lock = quote(&format!("{STATE_DIR}/lock"));
-    let holder = quote(&format!("{STATE_DIR}/lock.holder"));
+    let state = state_dir(session).await?;
+    let dir = quote(&state);
+    let lock = quote(&format!("{state}/lock"));
+    let holder = quote(&format!("{state}/lock.holder"));
     let secs = timeout.as_secs();
     let command = format!(
         "mkdir -p {dir} && exec 9>>{lock} || exit 1; \

@@ -2,7 +2,9 @@
 //! `/etc/profile.d/nix-deploy.sh` (read by `/etc/profile` on Debian),
 //! rewritten only when its content changes, atomically (temp file and
 //! rename). Services do not use it: their units name programs by absolute
-//! paths under the profile.
+//! paths under the profile. Only root can write it: for other SSH users
+//! nothing is installed (their shells find the profile however they set
+//! up their own PATH).
 
 use deploy_ssh::SshSession;
 
@@ -30,7 +32,8 @@ pub async fn install(session: &SshSession, profile: &str) -> Result<bool, Activa
     let out = run(
         session,
         format!(
-            "if printf '%s' {content} | cmp -s - {file}; then echo same; else \
+            "if [ \"$(id -u)\" != 0 ]; then echo skipped; \
+             elif printf '%s' {content} | cmp -s - {file}; then echo same; else \
              mkdir -p /etc/profile.d && printf '%s' {content} > {tmp} && chmod 644 {tmp} && mv -f {tmp} {file} && echo changed; fi"
         ),
     )

@@ -8,7 +8,7 @@
 //! - without: `setsid nohup sh -c 'sleep T; …' &`, detached from the
 //!   session (stdio on `/dev/null`, its own session), reparented to init.
 //!
-//! Each watchdog has a directory `STATE_DIR/watchdogs/ID`. Whoever acts
+//! Each watchdog has a directory `<state dir>/watchdogs/ID` (see `super::state_dir`). Whoever acts
 //! first, the watchdog at expiry, the deployer confirming or the deployer
 //! rolling back after a failed stage, claims the decision with `mkdir
 //! decided` (atomic), so a confirmation racing the timeout is either in
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deploy_ssh::SshSession;
 
 use super::generations::switch_command;
-use super::{ActivationError, STATE_DIR};
+use super::{state_dir, ActivationError};
 use crate::profile::{node_name, run};
 use crate::shell::quote;
 
@@ -83,8 +83,9 @@ impl Watchdog {
             });
         };
         let id = unique_id();
+        let state = state_dir(session).await?;
         let dog = Watchdog {
-            dir: format!("{STATE_DIR}/watchdogs/{id}"),
+            dir: format!("{state}/watchdogs/{id}"),
             unit: format!("nix-deploy-rollback-{id}"),
             profile: profile.to_owned(),
             previous,

@@ -16,21 +16,8 @@ use tokio_util::sync::CancellationToken;
 /// file `config`) with `jobs` connections; prints
 /// `sent_paths sent_bytes engine_seconds` on stdout.
 pub fn run(config: PathBuf, node: &str, jobs: usize, root: &str) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(async {
-        let opts = SshOptions {
-            config_file: ConfigFile::Path(config),
-            agent: Agent::Disabled,
-            connect_timeout: Duration::from_secs(5),
-            ..SshOptions::default()
-        };
-        let target = Target::parse(node).map_err(|e| e.to_string())?;
-        let session = SshSession::connect(&target, &opts)
-            .await
-            .map_err(|e| e.to_string())?;
+    runtime()?.block_on(async {
+        let session = connect(config, node).await?;
         let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND);
         let mut store = NodeStore::open(connector)
             .await
@@ -112,21 +99,8 @@ pub fn pipe(config: PathBuf, node: &str, root: &str) -> Result<(), String> {
                 .map(str::to_owned)
                 .collect()
         })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(async {
-        let opts = SshOptions {
-            config_file: ConfigFile::Path(config),
-            agent: Agent::Disabled,
-            connect_timeout: Duration::from_secs(5),
-            ..SshOptions::default()
-        };
-        let target = Target::parse(node).map_err(|e| e.to_string())?;
-        let session = SshSession::connect(&target, &opts)
-            .await
-            .map_err(|e| e.to_string())?;
+    runtime()?.block_on(async {
+        let session = connect(config, node).await?;
         let mut process = session.exec("wc -c").await.map_err(|e| e.to_string())?;
         for p in paths {
             let (mut nar, _) = nix_wire::nar::encode_async(PathBuf::from(p), 256 * 1024);
@@ -142,4 +116,25 @@ pub fn pipe(config: PathBuf, node: &str, root: &str) -> Result<(), String> {
         print!("{}", String::from_utf8_lossy(&out));
         Ok(())
     })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))
+}
+
+/// One SSH session to `node`, a Host of the OpenSSH config file `config`.
+async fn connect(config: PathBuf, node: &str) -> Result<SshSession, String> {
+    let opts = SshOptions {
+        config_file: ConfigFile::Path(config),
+        agent: Agent::Disabled,
+        connect_timeout: Duration::from_secs(5),
+        ..SshOptions::default()
+    };
+    let target = Target::parse(node).map_err(|e| e.to_string())?;
+    SshSession::connect(&target, &opts)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -81,6 +81,15 @@ fn diff_json(d: &NodeDiff) -> Value {
     })
 }
 
+/// `name version`, or just the name when it has no version.
+fn label(p: &nix_deploy::diff::Package) -> String {
+    if p.version.is_empty() {
+        p.name.clone()
+    } else {
+        format!("{} {}", p.name, p.version)
+    }
+}
+
 /// `--diff` results.
 pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool) {
     if as_json {
@@ -111,10 +120,10 @@ pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool) {
             None => println!("{name}: new profile {}", d.new_profile),
         }
         for p in &d.added {
-            println!("  + {} {}", p.name, p.version);
+            println!("  + {}", label(p));
         }
         for p in &d.removed {
-            println!("  - {} {}", p.name, p.version);
+            println!("  - {}", label(p));
         }
         for c in &d.changed {
             println!("  ~ {} {} → {}", c.name, c.old_version, c.new_version);

@@ -11,6 +11,7 @@ mod generations;
 mod inventory_args;
 mod logging;
 mod path_info_json;
+mod prepare_cmd;
 mod progress;
 mod report;
 mod rollout;
@@ -53,6 +54,9 @@ enum Command {
     /// Print the deployer's signing key's public half (generating the key
     /// on first use), to list in nodes' `trusted-public-keys`.
     PublicKey(signing_args::PublicKeyArgs),
+    /// Inspect nodes (Nix, daemon, SSH user) and, with --sign, make them
+    /// trust the deployer's signing key.
+    Prepare(prepare_cmd::PrepareArgs),
     /// List a node's profile generations (number, date, store path, current).
     Generations(generations::GenerationsArgs),
     /// Switch a node's profile back to the previous generation, or `--to N`.
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             Some(Command::PublicKey(args)) => {
                 signing_args::public_key(args).map_err(|e| e.to_string())
             }
+            Some(Command::Prepare(args)) => prepare_cmd::run(args).await.map_err(|e| e.to_string()),
             Some(Command::Generations(args)) => {
                 generations::list(args).await.map_err(|e| e.to_string())
             }

@@ -457,3 +457,41 @@ fn generations_and_rollback_of_an_inventory_node() {
     ));
     assert_eq!(profile_target(main), second);
 }
+
+#[test]
+fn prepare_reports_each_node_and_trusts_the_key_once() {
+    let cluster = cluster();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("signing-key");
+    let prepare = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
+        c.arg("prepare")
+            .arg("--json")
+            .arg("--signing-key")
+            .arg(&key);
+        c.arg("--flake")
+            .arg(repo_flake())
+            .args(nix_args(&fixture_nixpkgs()));
+        c.args(["--no-agent", "--ssh-config", "none"]);
+        c.arg("-i").arg(cluster.client_key());
+        c.arg("--known-hosts").arg(cluster.known_hosts());
+        for (name, node) in [(MAIN, "main"), (WORKER, "worker")] {
+            let ip = cluster.node(node).unwrap().ip();
+            c.arg("--target").arg(format!("{name}=root@{ip}"));
+        }
+        c.output().unwrap()
+    };
+    let out = prepare();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes = by_name(&json(&out));
+    assert_eq!(nodes[MAIN]["nixVersion"], "2.26.3");
+    assert_eq!(nodes[WORKER]["nixVersion"], "2.8.0");
+    assert_eq!(nodes[MAIN]["keyTrusted"], "added");
+    let again = by_name(&json(&prepare()));
+    assert_eq!(again[MAIN]["keyTrusted"], "already");
+    assert_eq!(again[WORKER]["keyTrusted"], "already");
+}

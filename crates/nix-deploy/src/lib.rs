@@ -10,6 +10,7 @@
 //! - [`copy`]: the copy engine, pushing a closure to a node's store;
 //! - [`keys`]: the deployer's own signing key;
 //! - [`trust`]: making a node trust that key;
+//! - [`prepare`]: what a node has, and making it trust our key;
 //! - [`profile`]: reading and switching a node's profile;
 //! - [`activate`]: generations, rollback, the safe-rollback watchdog, the
 //!   node lock, PATH for login shells;
@@ -25,6 +26,7 @@ pub mod diff;
 pub mod inventory;
 pub mod keys;
 pub mod nix_cli;
+pub mod prepare;
 pub mod profile;
 pub mod remote;
 pub mod shell;

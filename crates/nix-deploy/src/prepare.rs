@@ -1,0 +1,99 @@
+//! Preparing a node (ConfigureVPS), the part that exists so far: finding
+//! out what the node has (Nix and its version, whether a daemon serves the
+//! store, who we are there) and making it trust the deployer's signing key.
+//! Installing Nix on a node without it (the `closure` and `apt` methods)
+//! is not written yet: such a node gets an error that says so.
+
+use deploy_ssh::SshSession;
+use nix_wire::signing::PublicKey;
+
+use crate::profile::{node_name, run, ProfileError};
+use crate::trust::{trust_key, TrustChange, TrustError};
+
+/// What a node has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The SSH user's name on the node.
+    pub user: String,
+    /// Whether that user is root.
+    pub is_root: bool,
+    /// `nix-store --version`'s version, if Nix is installed.
+    pub nix_version: Option<String>,
+    /// Whether a Nix daemon socket exists (a multi-user install).
+    pub daemon_socket: bool,
+}
+
+/// What [`prepare`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepareReport {
+    /// What the node has.
+    pub facts: NodeFacts,
+    /// Whether nix.conf changed to trust our key (`None`: no key given).
+    pub trusted_key: Option<TrustChange>,
+}
+
+/// Why preparing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Inspecting the node failed.
+    #[error(transparent)]
+    Inspect(#[from] ProfileError),
+    /// The node has no Nix, and installing it is not written yet.
+    #[error(
+        "{node}: Nix is not installed (no nix-store on PATH); installing it from the deployer \
+         (the `closure` and `apt` methods) is not implemented yet: install Debian's nix-bin on \
+         the node (apt-get install nix-bin) and run `deploy prepare` again"
+    )]
+    NixMissing {
+        /// The node.
+        node: String,
+    },
+    /// Trusting the key failed.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
+/// Finds out what the node has.
+pub async fn inspect(session: &SshSession) -> Result<NodeFacts, ProfileError> {
+    let out = run(
+        session,
+        "id -un; id -u; (nix-store --version 2>/dev/null || echo none) | head -n 1; \
+         if [ -S /nix/var/nix/daemon-socket/socket ]; then echo socket; else echo none; fi"
+            .to_owned(),
+    )
+    .await?;
+    let lines: Vec<&str> = out.lines().collect();
+    let [user, uid, nix, socket] = lines[..] else {
+        return Err(ProfileError::Command {
+            node: node_name(session),
+            command: "inspecting the node".to_owned(),
+            status: "unexpected output".to_owned(),
+            stderr: out.clone(),
+        });
+    };
+    Ok(NodeFacts {
+        user: user.to_owned(),
+        is_root: uid == "0",
+        nix_version: (nix != "none").then(|| nix.rsplit(' ').next().unwrap_or(nix).to_owned()),
+        daemon_socket: socket == "socket",
+    })
+}
+
+/// Inspects the node, refuses a node without Nix, and (given `key`) makes
+/// its nix.conf trust the deployer's key. Running it again changes nothing.
+pub async fn prepare(
+    session: &SshSession,
+    key: Option<&PublicKey>,
+) -> Result<PrepareReport, PrepareError> {
+    let facts = inspect(session).await?;
+    if facts.nix_version.is_none() {
+        return Err(PrepareError::NixMissing {
+            node: node_name(session),
+        });
+    }
+    let trusted_key = match key {
+        Some(key) => Some(trust_key(session, key).await?),
+        None => None,
+    };
+    Ok(PrepareReport { facts, trusted_key })
+}

@@ -1,0 +1,59 @@
+//! `prepare` on throwaway nodes: what a node has, trusting our key twice
+//! changes nix.conf once, and a node without Nix gets the clear error.
+
+use std::time::Duration;
+
+use deploy_ssh::{Agent, ConfigFile, SshOptions, SshSession, Target};
+use nix_deploy::prepare::{prepare, PrepareError};
+use nix_deploy::trust::TrustChange;
+use nix_wire::signing::SecretKey;
+use test_cluster::{Cluster, ClusterSpec, NodeKind};
+
+async fn session(cluster: &Cluster, node: &str) -> SshSession {
+    let options = SshOptions {
+        config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
+        agent: Agent::Disabled,
+        connect_timeout: Duration::from_secs(5),
+        ..SshOptions::default()
+    };
+    SshSession::connect(&Target::parse(node).unwrap(), &options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
+    let cluster = Cluster::start(
+        &ClusterSpec::new()
+            .node("nix", NodeKind::Trixie)
+            .node("bare", NodeKind::Bare),
+    )
+    .unwrap();
+    let key = SecretKey::from_seed("nix-deploy-test-1", [7; 32])
+        .unwrap()
+        .public_key();
+
+    let node = cluster.node("nix").unwrap();
+    node.start_nix_daemon().unwrap();
+    let s = session(&cluster, "nix").await;
+    let first = prepare(&s, Some(&key)).await.unwrap();
+    assert_eq!(first.facts.user, "root");
+    assert!(first.facts.is_root);
+    assert_eq!(first.facts.nix_version.as_deref(), Some("2.26.3"));
+    assert!(first.facts.daemon_socket);
+    assert_eq!(first.trusted_key, Some(TrustChange::Changed));
+    let conf = node.run_ok("cat /etc/nix/nix.conf").unwrap();
+    assert!(conf.contains(&key.to_string()), "{conf}");
+    let again = prepare(&s, Some(&key)).await.unwrap();
+    assert_eq!(again.trusted_key, Some(TrustChange::Unchanged));
+    assert_eq!(
+        node.run_ok("cat /etc/nix/nix.conf").unwrap(),
+        conf,
+        "same bytes"
+    );
+
+    let bare = session(&cluster, "bare").await;
+    let err = prepare(&bare, Some(&key)).await.unwrap_err();
+    assert!(matches!(err, PrepareError::NixMissing { .. }), "{err}");
+    assert!(err.to_string().contains("apt-get install nix-bin"), "{err}");
+}

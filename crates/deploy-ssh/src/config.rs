@@ -247,8 +247,9 @@ fn split_args(rest: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
-/// OpenSSH's pattern match: `*` any run, `?` any one character.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+/// OpenSSH's pattern match: `*` any run, `?` any one character (for
+/// `Host` lines and known_hosts host patterns alike).
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),

@@ -130,7 +130,7 @@ fn hosts_match(field: &str, name: &str) -> bool {
             Some(p) => (p, true),
             None => (pattern, false),
         };
-        if glob_match(pattern.to_ascii_lowercase().as_bytes(), name.as_bytes()) {
+        if crate::config::glob_match(pattern.to_ascii_lowercase().as_bytes(), name.as_bytes()) {
             if negated {
                 return false;
             }
@@ -156,15 +156,6 @@ fn hashed_match(salt_and_hash: &str, name: &str) -> bool {
     };
     mac.update(name.as_bytes());
     mac.verify_slice(&hash).is_ok()
-}
-
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
-    }
 }
 
 /// The key algorithms recorded for the host, to prefer them in negotiation

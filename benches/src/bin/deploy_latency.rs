@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use deploy_ssh::{Agent, ConfigFile, SshOptions, Target};
+use deploy_ssh::Target;
 use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
 use nix_wire::StorePath;
 use test_cluster::{Cluster, ClusterSpec, NodeKind};
@@ -84,11 +84,7 @@ async fn library(cluster: &Cluster, runs: usize) -> Result<(), String> {
     let new = test_support::fixture_closure(800, "latency", 4);
     let opts = DeployOptions {
         goal: Goal::Switch,
-        ssh: SshOptions {
-            config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
-            agent: Agent::Disabled,
-            ..SshOptions::default()
-        },
+        ssh: cluster.ssh_options(),
         ..DeployOptions::default()
     };
     let plans = |root: &str| -> Vec<NodePlan> {

@@ -6,9 +6,7 @@
 //! Run as root after `scripts/setup-test-machine`:
 //! `cargo run --release -p nix-deploy --example test_cluster`
 
-use std::time::Duration;
-
-use deploy_ssh::{Agent, ConfigFile, SshOptions, Target};
+use deploy_ssh::Target;
 use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
 use nix_deploy::inventory::{build_profiles, Inventory};
 use nix_deploy::nix_cli::NixCli;
@@ -44,12 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let opts = DeployOptions {
         goal: Goal::Switch,
-        ssh: SshOptions {
-            config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
-            agent: Agent::Disabled,
-            connect_timeout: Duration::from_secs(5),
-            ..SshOptions::default()
-        },
+        ssh: cluster.ssh_options(),
         ..DeployOptions::default()
     };
     for outcome in deploy_nodes(plans.clone(), &opts, None, &CancellationToken::new()).await {

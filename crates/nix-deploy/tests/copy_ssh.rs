@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_ssh::{Agent, ConfigFile, SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
+use deploy_ssh::{ConfigFile, SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
 use nix_deploy::copy::{CopyEvent, CopyOptions, NodeStore};
 use nix_deploy::remote::SshConnector;
 use nix_wire::daemon::{connect_local, ClientConfig, DaemonClient, LocalTransport};
@@ -14,18 +14,9 @@ use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
 use test_support::fixture_closure;
 use tokio_util::sync::CancellationToken;
 
-fn ssh_options(cluster: &Cluster) -> SshOptions {
-    SshOptions {
-        config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
-        agent: Agent::Disabled,
-        connect_timeout: Duration::from_secs(5),
-        ..SshOptions::default()
-    }
-}
-
 async fn open(cluster: &Cluster, node: &Node) -> NodeStore<SshConnector> {
     let target = Target::parse(node.name()).unwrap();
-    let session = SshSession::connect(&target, &ssh_options(cluster))
+    let session = SshSession::connect(&target, &cluster.ssh_options())
         .await
         .unwrap();
     NodeStore::open(SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND))
@@ -165,7 +156,7 @@ async fn an_untrusted_user_gets_told_why_and_how_to_fix_it() {
     let node = &cluster.nodes()[0];
     node.start_nix_daemon().unwrap();
     let target = Target::parse(&format!("deploy@{}", node.name())).unwrap();
-    let session = SshSession::connect(&target, &ssh_options(&cluster))
+    let session = SshSession::connect(&target, &cluster.ssh_options())
         .await
         .unwrap();
     let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND);
@@ -219,7 +210,7 @@ async fn copies_through_a_jump_host_named_in_ssh_config() {
     std::fs::write(&config, text).unwrap();
     let options = SshOptions {
         config_file: ConfigFile::Path(config),
-        ..ssh_options(&cluster)
+        ..cluster.ssh_options()
     };
     let session = SshSession::connect(&Target::parse("behind-bastion").unwrap(), &options)
         .await

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use deploy_ssh::{Agent, ConfigFile, SshOptions, Target};
+use deploy_ssh::{SshOptions, Target};
 use nix_deploy::deploy::{deploy_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
 use nix_wire::StorePath;
 use test_cluster::{Cluster, ClusterSpec, NodeKind};
@@ -41,10 +41,8 @@ async fn three_nodes_in_parallel_and_one_down_fails_alone() {
     let opts = DeployOptions {
         goal: Goal::Switch,
         ssh: SshOptions {
-            config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
-            agent: Agent::Disabled,
             connect_timeout: Duration::from_secs(3),
-            ..SshOptions::default()
+            ..cluster.ssh_options()
         },
         ..DeployOptions::default()
     };

@@ -1,21 +1,14 @@
 //! `prepare` on throwaway nodes: what a node has, trusting our key twice
 //! changes nix.conf once, and a node without Nix gets the clear error.
 
-use std::time::Duration;
-
-use deploy_ssh::{Agent, ConfigFile, SshOptions, SshSession, Target};
+use deploy_ssh::{SshSession, Target};
 use nix_deploy::prepare::{prepare, PrepareError};
 use nix_deploy::trust::TrustChange;
 use nix_wire::signing::SecretKey;
 use test_cluster::{Cluster, ClusterSpec, NodeKind};
 
 async fn session(cluster: &Cluster, node: &str) -> SshSession {
-    let options = SshOptions {
-        config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
-        agent: Agent::Disabled,
-        connect_timeout: Duration::from_secs(5),
-        ..SshOptions::default()
-    };
+    let options = cluster.ssh_options();
     SshSession::connect(&Target::parse(node).unwrap(), &options)
         .await
         .unwrap()

@@ -5,9 +5,8 @@
 //! not trust, is refused with our explanation; root unsigned still works.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use deploy_ssh::{Agent, ConfigFile, SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
+use deploy_ssh::{SshSession, Target, DEFAULT_DAEMON_COMMAND};
 use nix_deploy::copy::{CopyError, CopyOptions, NodeStore};
 use nix_deploy::keys;
 use nix_deploy::remote::SshConnector;
@@ -20,12 +19,7 @@ use test_support::fixture_closure;
 use tokio_util::sync::CancellationToken;
 
 async fn session(cluster: &Cluster, user: &str, node: &Node) -> SshSession {
-    let options = SshOptions {
-        config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
-        agent: Agent::Disabled,
-        connect_timeout: Duration::from_secs(5),
-        ..SshOptions::default()
-    };
+    let options = cluster.ssh_options();
     let target = Target::parse(&format!("{user}@{}", node.name())).unwrap();
     SshSession::connect(&target, &options).await.unwrap()
 }
@@ -210,12 +204,7 @@ async fn deploy_nodes_as_an_untrusted_user_switches_with_signing_and_fails_witho
         };
         let mut opts = DeployOptions {
             goal: Goal::Switch,
-            ssh: SshOptions {
-                config_file: ConfigFile::Path(cluster.ssh_config().to_owned()),
-                agent: Agent::Disabled,
-                connect_timeout: Duration::from_secs(5),
-                ..SshOptions::default()
-            },
+            ssh: cluster.ssh_options(),
             ..DeployOptions::default()
         };
         let cancel = CancellationToken::new();

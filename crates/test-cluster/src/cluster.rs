@@ -165,6 +165,18 @@ impl Cluster {
         &self.ssh_config
     }
 
+    /// Options for our own SSH transport to reach the nodes as the cluster's
+    /// ssh_config describes them (node names as hosts), without ssh-agent,
+    /// with a 5 s connect timeout.
+    pub fn ssh_options(&self) -> deploy_ssh::SshOptions {
+        deploy_ssh::SshOptions {
+            config_file: deploy_ssh::ConfigFile::Path(self.ssh_config.clone()),
+            agent: deploy_ssh::Agent::Disabled,
+            connect_timeout: std::time::Duration::from_secs(5),
+            ..deploy_ssh::SshOptions::default()
+        }
+    }
+
     /// The `Host` block of `node` in [`Cluster::ssh_config`].
     fn host_block(&self, node: &Node) -> String {
         format!(

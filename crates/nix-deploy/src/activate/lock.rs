@@ -1,5 +1,5 @@
 //! One deploy per node at a time: an exclusive `flock` on
-//! `<state dir>/lock` (see `state_dir`), taken by a shell on its own exec channel that then
+//! `<state dir>/lock` (see `PRINT_STATE_DIR`), taken by a shell on its own exec channel that then
 //! waits on its stdin (`cat`). The lock lives as long as that channel:
 //! releasing it sends EOF; a deployer that dies drops the connection,
 //! sshd closes the channel, `cat` ends, and the kernel releases the lock,
@@ -11,7 +11,7 @@ use std::time::Duration;
 use deploy_ssh::{ProcessMonitor, ProcessStdio, SshSession};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::{state_dir, ActivationError};
+use super::{ActivationError, PRINT_STATE_DIR};
 use crate::profile::{node_name, ProfileError};
 use crate::shell::quote;
 
@@ -48,13 +48,10 @@ pub async fn acquire(
     timeout: Duration,
     mut on_wait: impl FnMut(&str),
 ) -> Result<NodeLock, ActivationError> {
-    let state = state_dir(session).await?;
-    let dir = quote(&state);
-    let lock = quote(&format!("{state}/lock"));
-    let holder = quote(&format!("{state}/lock.holder"));
+    let holder = "\"$d/lock.holder\"";
     let secs = timeout.as_secs();
     let command = format!(
-        "mkdir -p {dir} && exec 9>>{lock} || exit 1; \
+        "d=$({PRINT_STATE_DIR}); mkdir -p \"$d\" && exec 9>>\"$d/lock\" || exit 1; \
          if ! flock -n 9; then printf 'waiting %s\\n' \"$(cat {holder} 2>/dev/null)\"; \
          flock -w {secs} 9 || {{ printf 'timeout %s\\n' \"$(cat {holder} 2>/dev/null)\"; exit 75; }}; fi; \
          printf '%s\\n' {me} > {holder}; echo locked; exec cat >/dev/null",

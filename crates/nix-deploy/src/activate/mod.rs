@@ -16,7 +16,7 @@
 //! paths under the profile (e.g. `/nix/var/nix/profiles/nix-deploy/bin/k3s`),
 //! so a switch or a rollback changes what they run at their next restart.
 
-use deploy_ssh::{SshError, SshSession};
+use deploy_ssh::SshError;
 
 use crate::profile::ProfileError;
 
@@ -29,20 +29,12 @@ pub mod watchdog;
 /// logs in as root.
 pub const STATE_DIR: &str = "/nix/var/nix-deploy";
 
-/// The state directory for the SSH user: [`STATE_DIR`] for root, else
-/// `${XDG_STATE_HOME:-~/.local/state}/nix-deploy` (others can't write
-/// `/nix/var`; their lock then orders only their own deploys).
-pub async fn state_dir(session: &SshSession) -> Result<String, ActivationError> {
-    let dir = crate::profile::run(
-        session,
-        format!(
-            "if [ \"$(id -u)\" = 0 ]; then echo {STATE_DIR}; \
-             else echo \"${{XDG_STATE_HOME:-$HOME/.local/state}}/nix-deploy\"; fi"
-        ),
-    )
-    .await?;
-    Ok(dir.trim().to_owned())
-}
+/// Shell code printing the state directory for the SSH user: [`STATE_DIR`]
+/// for root, else `${XDG_STATE_HOME:-~/.local/state}/nix-deploy` (others
+/// can't write `/nix/var`; their lock then orders only their own deploys).
+/// Part of the commands that need it, so it costs no round trip of its own.
+pub(crate) const PRINT_STATE_DIR: &str = "if [ \"$(id -u)\" = 0 ]; then echo /nix/var/nix-deploy; \
+     else echo \"${XDG_STATE_HOME:-$HOME/.local/state}/nix-deploy\"; fi";
 
 /// Why an activation step failed.
 #[derive(Debug, thiserror::Error)]

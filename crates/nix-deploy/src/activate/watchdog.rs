@@ -8,7 +8,7 @@
 //! - without: `setsid nohup sh -c 'sleep T; …' &`, detached from the
 //!   session (stdio on `/dev/null`, its own session), reparented to init.
 //!
-//! Each watchdog has a directory `<state dir>/watchdogs/ID` (see `super::state_dir`). Whoever acts
+//! Each watchdog has a directory `<state dir>/watchdogs/ID` (see `super::PRINT_STATE_DIR`). Whoever acts
 //! first, the watchdog at expiry, the deployer confirming or the deployer
 //! rolling back after a failed stage, claims the decision with `mkdir
 //! decided` (atomic), so a confirmation racing the timeout is either in
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deploy_ssh::SshSession;
 
 use super::generations::switch_command;
-use super::{state_dir, ActivationError};
+use super::{ActivationError, PRINT_STATE_DIR};
 use crate::profile::{node_name, run};
 use crate::shell::quote;
 
@@ -71,19 +71,22 @@ impl Watchdog {
     ) -> Result<Watchdog, ActivationError> {
         let probe = run(
             session,
-            "command -v nix-env; if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; then echo systemd; else echo detached; fi".to_owned(),
+            format!(
+                "command -v nix-env; if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; \
+                 then echo systemd; else echo detached; fi; {PRINT_STATE_DIR}"
+            ),
         )
         .await?;
         let mut lines = probe.lines();
-        let (Some(nix_env), Some(kind)) = (lines.next(), lines.next()) else {
+        let (Some(nix_env), Some(kind), Some(state)) = (lines.next(), lines.next(), lines.next())
+        else {
             return Err(ActivationError::Unexpected {
                 node: node_name(session),
-                what: "looking for nix-env and systemd".to_owned(),
+                what: "looking for nix-env, systemd and the state directory".to_owned(),
                 output: probe.clone(),
             });
         };
         let id = unique_id();
-        let state = state_dir(session).await?;
         let dog = Watchdog {
             dir: format!("{state}/watchdogs/{id}"),
             unit: format!("nix-deploy-rollback-{id}"),

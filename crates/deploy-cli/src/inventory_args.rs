@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 use deploy_ssh::Target;
-use nix_deploy::inventory::{Inventory, InventoryError, NodeConfig};
+use nix_deploy::inventory::{ClusterSettings, Inventory, InventoryError, NodeConfig};
 use nix_deploy::nix_cli::NixCli;
 
 use crate::ssh_args::SshArgs;
@@ -85,11 +85,27 @@ impl InventoryArgs {
         &self,
         names: &[String],
     ) -> Result<Vec<(NodeConfig, Target)>, ResolveError> {
+        Ok(self
+            .resolve_cluster(names)
+            .await?
+            .selected()
+            .cloned()
+            .collect())
+    }
+
+    /// The whole inventory with every node's target, and which `names`
+    /// select.
+    pub async fn resolve_cluster(&self, names: &[String]) -> Result<Resolved, ResolveError> {
         let inventory = Inventory::load(&self.nix()).await?;
         let overrides = self.target_overrides(&inventory)?;
-        let selected = inventory.select(names)?;
-        Ok(selected
+        let selected = inventory
+            .select(names)?
             .into_iter()
+            .map(|n| n.name.clone())
+            .collect();
+        let nodes = inventory
+            .nodes
+            .values()
             .map(|node| {
                 let target = overrides
                     .get(&node.name)
@@ -101,6 +117,31 @@ impl InventoryArgs {
                     });
                 (node.clone(), target)
             })
-            .collect())
+            .collect();
+        Ok(Resolved {
+            cluster: inventory.cluster,
+            nodes,
+            selected,
+        })
+    }
+}
+
+/// The inventory with each node's target.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Cluster-wide settings.
+    pub cluster: ClusterSettings,
+    /// Every node, with its target.
+    pub nodes: Vec<(NodeConfig, Target)>,
+    /// The names selected, in the order asked for.
+    pub selected: Vec<String>,
+}
+
+impl Resolved {
+    /// The selected nodes.
+    pub fn selected(&self) -> impl Iterator<Item = &(NodeConfig, Target)> {
+        self.selected
+            .iter()
+            .filter_map(|name| self.nodes.iter().find(|(n, _)| &n.name == name))
     }
 }

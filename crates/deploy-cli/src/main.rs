@@ -6,6 +6,7 @@
 //! to do), 2 usage error; a deploy of several nodes also uses 3 (some nodes
 //! failed) and 4 (every node failed).
 
+mod cluster_stages;
 mod copy;
 mod generations;
 mod inventory_args;

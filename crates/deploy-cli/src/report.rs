@@ -40,11 +40,11 @@ fn target(plan: &NodePlan) -> String {
 }
 
 /// What a dry run or `--goal build` would do per node.
-pub fn plans(plans: &[NodePlan], as_json: bool) {
+pub fn plans(plans: &[NodePlan], stages: &dyn Fn(&str) -> Vec<String>, as_json: bool) {
     if as_json {
         let nodes: Vec<Value> = plans
             .iter()
-            .map(|p| json!({"name": p.name, "target": target(p), "profilePath": p.profile_path, "profile": p.profile.to_string()}))
+            .map(|p| json!({"name": p.name, "target": target(p), "profilePath": p.profile_path, "profile": p.profile.to_string(), "stages": stages(&p.name)}))
             .collect();
         println!("{}", json!({ "nodes": nodes }));
         return;
@@ -57,6 +57,9 @@ pub fn plans(plans: &[NodePlan], as_json: bool) {
             p.profile_path,
             target(p)
         );
+        for step in stages(&p.name) {
+            println!("  {}", step.replace('\n', "\n  "));
+        }
     }
 }
 
@@ -207,6 +210,15 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                     bar.set_message("confirmed");
                 }
             }
+            DeployEvent::Stage {
+                name,
+                stage,
+                message,
+            } => {
+                if let Some(bar) = bars.get(&name) {
+                    bar.set_message(format!("{stage}: {message}"));
+                }
+            }
         }
     }
     for bar in bars.values() {
@@ -222,6 +234,11 @@ fn event_line(event: &DeployEvent) -> Option<String> {
             format!("{name}: waiting for another deploy to finish ({holder})")
         }
         DeployEvent::Confirmed { name } => format!("{name}: confirmed"),
+        DeployEvent::Stage {
+            name,
+            stage,
+            message,
+        } => format!("{name}: {stage}: {message}"),
         DeployEvent::Copy { name, event: CopyEvent::Planned { closure_paths, present_paths, missing_paths, missing_bytes } } => format!(
             "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
             HumanBytes(*missing_bytes)
@@ -238,6 +255,11 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
             json!({"event": "waitingForLock", "node": name, "holder": holder})
         }
         DeployEvent::Confirmed { name } => json!({"event": "confirmed", "node": name}),
+        DeployEvent::Stage {
+            name,
+            stage,
+            message,
+        } => json!({"event": "stage", "node": name, "stage": stage, "message": message}),
         DeployEvent::Copy {
             name,
             event:

@@ -9,13 +9,15 @@
 //! rolled back) and others succeeded, 4 every node failed.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use nix_deploy::copy::CopyOptions;
 use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan};
-use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig};
+use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig, Role};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_stages;
 use crate::inventory_args::{InventoryArgs, ResolveError};
 use crate::report::{self, Verbosity};
 use crate::signing_args::SigningArgs;
@@ -68,6 +70,10 @@ pub struct RolloutArgs {
     /// Seconds to wait for another deploy holding a node's lock.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     lock_timeout: u64,
+    /// Seconds the k3s stage waits for a server's API and for each node to
+    /// be Ready.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    k3s_timeout: u64,
     /// Print machine-readable JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -130,10 +136,11 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     let verbosity = Verbosity::new(args.quiet, args.verbose, args.json);
     crate::logging::init(args.verbose);
     let nix = args.inventory.nix();
-    let selected = args.inventory.resolve(&args.nodes).await?;
+    let resolved = args.inventory.resolve_cluster(&args.nodes).await?;
+    let selected: Vec<_> = resolved.selected().cloned().collect();
     let configs: Vec<&NodeConfig> = selected.iter().map(|(node, _)| node).collect();
     let built = build_profiles(&nix, &configs).await?;
-    let plans: Vec<NodePlan> = selected
+    let mut plans: Vec<NodePlan> = selected
         .iter()
         .map(|(node, target)| NodePlan {
             name: node.name.clone(),
@@ -145,10 +152,34 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
                 .unwrap_or_else(|| node.profile.clone()),
         })
         .collect();
+    // Servers first: with few parallel jobs, agents must not hold every
+    // slot while they wait for their server.
+    plans.sort_by_key(|p| {
+        let role = selected
+            .iter()
+            .find(|(n, _)| n.name == p.name)
+            .map(|(n, _)| n.role);
+        role != Some(Role::Server)
+    });
     let mut opts = args.options();
+    let k3s = cluster_stages::k3s_stage(
+        &resolved,
+        opts.ssh.clone(),
+        Duration::from_secs(args.k3s_timeout.max(1)),
+    );
     if args.dry_run || opts.goal == Goal::Build {
-        report::plans(&plans, args.json);
+        let stages = |name: &str| {
+            if opts.goal == Goal::All {
+                cluster_stages::describe(&k3s, name)
+            } else {
+                Vec::new()
+            }
+        };
+        report::plans(&plans, &stages, args.json);
         return Ok(ExitCode::SUCCESS);
+    }
+    if opts.goal == Goal::All {
+        opts.stages = cluster_stages::stages(k3s);
     }
     if args.diff {
         let diffs = diff_nodes(plans, &opts).await;

@@ -219,6 +219,15 @@ pub enum DeployEvent {
         /// Who holds it (as the holder described itself).
         holder: String,
     },
+    /// A stage says what it is doing or waiting for.
+    Stage {
+        /// The node.
+        name: String,
+        /// The stage's name.
+        stage: String,
+        /// What it says.
+        message: String,
+    },
     /// The deploy was confirmed over a fresh connection: the node keeps
     /// the new generation.
     Confirmed {
@@ -265,6 +274,9 @@ pub async fn deploy_nodes(
                 () = cancel.cancelled() => Err(NodeError::Cancelled),
             };
             let status = result.unwrap_or_else(NodeStatus::Failed);
+            for stage in &opts.stages {
+                stage.node_finished(&plan.name, status.is_success());
+            }
             if !status.is_success() && opts.fail_fast {
                 cancel.cancel();
             }

@@ -24,6 +24,7 @@ pub mod copy;
 pub mod deploy;
 pub mod diff;
 pub mod inventory;
+pub mod k3s;
 pub mod keys;
 pub mod nix_cli;
 pub mod prepare;

@@ -1,5 +1,5 @@
 //! Stages that run on a node after its profile switch and before the
-//! deploy is confirmed (issue 6's k3s and ingress set-up plug in here). A
+//! deploy is confirmed (the k3s and ingress set-up plug in here). A
 //! failing stage rolls the node back to its previous generation.
 
 use std::future::Future;
@@ -15,10 +15,26 @@ pub type StageError = Box<dyn std::error::Error + Send + Sync>;
 /// What [`Stage::run`] returns.
 pub type StageFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StageError>> + Send + 'a>>;
 
+/// What a stage gets to work with on one node.
+#[derive(Clone, Copy)]
+pub struct StageContext<'a> {
+    /// The node's plan.
+    pub node: &'a NodePlan,
+    /// Its SSH session.
+    pub session: &'a SshSession,
+    /// Tells the user what the stage is doing or waiting for (it becomes a
+    /// [`DeployEvent::Stage`](crate::deploy::DeployEvent::Stage)).
+    pub progress: &'a (dyn Fn(String) + Send + Sync),
+}
+
 /// A step of the deploy after the switch, on the node's SSH session.
 pub trait Stage: std::fmt::Debug + Send + Sync {
     /// Its name, for events and errors.
     fn name(&self) -> &str;
     /// Runs it on one node.
-    fn run<'a>(&'a self, node: &'a NodePlan, session: &'a SshSession) -> StageFuture<'a>;
+    fn run<'a>(&'a self, cx: StageContext<'a>) -> StageFuture<'a>;
+    /// Told when a node's deploy has ended, whether or not this stage ran
+    /// there (stages that coordinate nodes use it to stop waiting for a
+    /// node that failed earlier).
+    fn node_finished(&self, _node: &str, _success: bool) {}
 }

@@ -15,7 +15,7 @@ use nix_deploy::activate::{generations, ActivationError};
 use nix_deploy::deploy::{
     deploy_nodes, DeployEvent, DeployOptions, Goal, NodeError, NodeOutcome, NodePlan, NodeStatus,
 };
-use nix_deploy::stage::{Stage, StageFuture};
+use nix_deploy::stage::{Stage, StageContext, StageFuture};
 use nix_wire::StorePath;
 use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
 use test_support::fixture_closure;
@@ -38,7 +38,7 @@ impl Stage for TestStage {
         }
     }
 
-    fn run<'a>(&'a self, _node: &'a NodePlan, _session: &'a SshSession) -> StageFuture<'a> {
+    fn run<'a>(&'a self, _cx: StageContext<'a>) -> StageFuture<'a> {
         Box::pin(async move {
             match self {
                 TestStage::Fail => Err("forced to fail".into()),

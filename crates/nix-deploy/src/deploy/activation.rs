@@ -10,13 +10,14 @@ use super::{DeployEvent, DeployOptions, Goal, NodeError, NodePlan, NodeStatus};
 use crate::activate::watchdog::Watchdog;
 use crate::activate::{generations, lock, path, ActivationError};
 use crate::profile;
+use crate::stage::StageContext;
 
 /// Activates `plan` on its node over `session`.
 pub(super) async fn activate(
     plan: &NodePlan,
     opts: &DeployOptions,
     session: &SshSession,
-    send: &(dyn Fn(DeployEvent) + Sync),
+    send: &(dyn Fn(DeployEvent) + Send + Sync),
 ) -> Result<NodeStatus, NodeError> {
     let lock = lock::acquire(session, opts.lock_timeout, |holder| {
         send(DeployEvent::WaitingForLock {
@@ -35,7 +36,7 @@ async fn locked(
     plan: &NodePlan,
     opts: &DeployOptions,
     session: &SshSession,
-    send: &(dyn Fn(DeployEvent) + Sync),
+    send: &(dyn Fn(DeployEvent) + Send + Sync),
 ) -> Result<NodeStatus, NodeError> {
     let profile_path = &plan.profile_path;
     let gens = generations::list(session, profile_path).await?;
@@ -54,13 +55,22 @@ async fn locked(
         path::install(session, profile_path).await?;
         if opts.goal >= Goal::All {
             for stage in &opts.stages {
-                stage
-                    .run(plan, session)
-                    .await
-                    .map_err(|source| NodeError::Stage {
+                let progress = |message: String| {
+                    send(DeployEvent::Stage {
+                        name: plan.name.clone(),
                         stage: stage.name().to_owned(),
-                        source,
-                    })?;
+                        message,
+                    })
+                };
+                let cx = StageContext {
+                    node: plan,
+                    session,
+                    progress: &progress,
+                };
+                stage.run(cx).await.map_err(|source| NodeError::Stage {
+                    stage: stage.name().to_owned(),
+                    source,
+                })?;
             }
         }
         Ok::<(), NodeError>(())
@@ -89,7 +99,7 @@ async fn confirm(
     plan: &NodePlan,
     opts: &DeployOptions,
     dog: &Watchdog,
-    send: &(dyn Fn(DeployEvent) + Sync),
+    send: &(dyn Fn(DeployEvent) + Send + Sync),
 ) -> Result<NodeStatus, NodeError> {
     let not_confirmed = |e: NodeError| NodeStatus::RolledBack {
         reason: NodeError::NotConfirmed(Box::new(e)),

@@ -1,0 +1,430 @@
+//! The k3s stage: after a node's profile switch, install k3s from the
+//! profile's own binary with k3s's pinned install script (in the profile
+//! as `share/k3s/install.sh`, run with `INSTALL_K3S_SKIP_DOWNLOAD`), as a
+//! server on the control plane and an agent on workers.
+//!
+//! Order: servers first; an agent waits until its server's API answers,
+//! then joins; every node waits until Kubernetes reports it Ready. The join
+//! token goes from the server's file to the agent's 0600 file through SSH
+//! stdout and stdin only. A rerun with nothing changed runs neither the
+//! script nor a restart; a changed binary or flag restarts that node only.
+
+mod gate;
+pub mod plan;
+mod remote;
+pub mod secret;
+
+use std::time::Duration;
+
+use deploy_ssh::{SshError, SshOptions, SshSession, Target};
+
+use self::gate::{GateState, Gates};
+use self::plan::{
+    Action, InstallPlan, K3sNode, API_PORT, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE,
+};
+use crate::inventory::Role;
+use crate::profile::ProfileError;
+use crate::stage::{Stage, StageContext, StageFuture};
+
+/// How long the stage waits, and how often it asks.
+#[derive(Debug, Clone, Copy)]
+pub struct K3sTimeouts {
+    /// For a server's API to answer (`/readyz`), and for an agent's
+    /// server to get there.
+    pub api: Duration,
+    /// For a node to be Ready.
+    pub ready: Duration,
+    /// Between two questions.
+    pub poll: Duration,
+}
+
+impl Default for K3sTimeouts {
+    fn default() -> Self {
+        K3sTimeouts {
+            api: Duration::from_secs(300),
+            ready: Duration::from_secs(300),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the k3s stage failed on a node.
+#[derive(Debug, thiserror::Error)]
+pub enum K3sError {
+    /// SSH failed.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    /// A command failed.
+    #[error(transparent)]
+    Command(#[from] ProfileError),
+    /// The SSH user is not root.
+    #[error("{node}: setting up k3s needs root on the node: deploy as root (sshUser = \"root\")")]
+    NotRoot {
+        /// The node.
+        node: String,
+    },
+    /// The profile has no k3s.
+    #[error(
+        "{node}: {path} is missing: add pkgs.k3s to the node's host profile (hosts/{node}.nix)"
+    )]
+    NoK3s {
+        /// The node.
+        node: String,
+        /// Where k3s was looked for.
+        path: String,
+    },
+    /// The profile has no install script.
+    #[error("{node}: {path} is missing: add (pkgs.callPackage ../nix/k3s-install.nix {{ }}) to hosts/{node}.nix")]
+    NoInstallScript {
+        /// The node.
+        node: String,
+        /// Where it was looked for.
+        path: String,
+    },
+    /// The server has no token.
+    #[error(
+        "server {server} has no join token at {path}: is k3s running there? (systemctl status k3s)"
+    )]
+    NoToken {
+        /// The server.
+        server: String,
+        /// Where it was looked for.
+        path: &'static str,
+    },
+    /// The API did not answer in time.
+    #[error("{node}: the k3s API did not answer within {} s (waited for `k3s kubectl get --raw=/readyz` to say ok); last answer: {last}; see `journalctl -u k3s` on {node}", waited.as_secs())]
+    ApiTimeout {
+        /// The server.
+        node: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The last answer.
+        last: String,
+    },
+    /// A node did not become Ready in time.
+    #[error("{node}: not Ready within {} s (asked server {server}: `kubectl get node {node}`); last status: {last}; see `journalctl -u {service}` on {node}", waited.as_secs())]
+    NotReady {
+        /// The node.
+        node: String,
+        /// Its unit.
+        service: &'static str,
+        /// The server asked.
+        server: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The last status.
+        last: String,
+    },
+    /// A joining node's server failed in this deploy.
+    #[error("{node}: not joined: its server {server} failed in this deploy ({reason})")]
+    ServerFailed {
+        /// The joining node.
+        node: String,
+        /// The server.
+        server: String,
+        /// Why the server failed.
+        reason: String,
+    },
+    /// A joining node's server did not get its API up in time.
+    #[error("{node}: not joined: server {server}'s k3s API was not up within {} s", waited.as_secs())]
+    ServerTimeout {
+        /// The joining node.
+        node: String,
+        /// The server.
+        server: String,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// A joining node can't reach its server's API port.
+    #[error("{node} can't reach the k3s server at {url} (no TCP connection within 5 s): open port {API_PORT}/tcp from {node} to the server (firewall, ufw) and check the server's address")]
+    Unreachable {
+        /// The joining node.
+        node: String,
+        /// The server URL.
+        url: String,
+    },
+    /// The inventory has no server for this node to join.
+    #[error("{node}: no k3s server in the inventory to join")]
+    NoServer {
+        /// The node.
+        node: String,
+    },
+}
+
+/// The k3s cluster a deploy sets up.
+#[derive(Debug)]
+pub struct K3sStage {
+    nodes: Vec<(K3sNode, Target)>,
+    ha: bool,
+    ssh: SshOptions,
+    timeouts: K3sTimeouts,
+    gates: Gates,
+}
+
+impl K3sStage {
+    /// The stage for a cluster of `nodes` (each with its SSH target),
+    /// `deployed` naming the nodes of this deploy; `ssh` is used to reach
+    /// a joining node's server.
+    pub fn new(
+        nodes: Vec<(K3sNode, Target)>,
+        ha: bool,
+        deployed: &[String],
+        ssh: SshOptions,
+        timeouts: K3sTimeouts,
+    ) -> Self {
+        let gates = Gates::new(
+            nodes
+                .iter()
+                .filter(|(n, _)| n.role == Role::Server && deployed.contains(&n.name))
+                .map(|(n, _)| n.name.as_str()),
+        );
+        K3sStage {
+            nodes,
+            ha,
+            ssh,
+            timeouts,
+            gates,
+        }
+    }
+
+    /// The server everyone joins: the first server by name.
+    fn first_server(&self) -> Option<&(K3sNode, Target)> {
+        self.nodes
+            .iter()
+            .filter(|(n, _)| n.role == Role::Server)
+            .min_by(|a, b| a.0.name.cmp(&b.0.name))
+    }
+
+    /// The install plan of `name` with the server URL `host` gives, and the
+    /// server it joins, if any.
+    fn plan(&self, name: &str, server_host: Option<&str>) -> Option<(InstallPlan, Option<String>)> {
+        let (node, _) = self.nodes.iter().find(|(n, _)| n.name == name)?;
+        let first = self.first_server().map(|(n, _)| n.name.clone());
+        let is_first = first.as_deref() == Some(name);
+        let joins = !is_first && (node.role == Role::Agent || self.ha);
+        let url = server_host.map(|h| format!("https://{h}:{API_PORT}"));
+        let join = if joins { url.as_deref() } else { None };
+        let plan = InstallPlan::new(node, join, self.ha && is_first);
+        Some((plan, if joins { first } else { None }))
+    }
+
+    /// Everything the stage would do on `name`, for `--dry-run`.
+    pub fn describe(&self, name: &str) -> Vec<Action> {
+        let server_host = self.first_server().map(|(_, t)| t.host.clone());
+        let Some((plan, joins)) = self.plan(name, server_host.as_deref()) else {
+            return Vec::new();
+        };
+        let t = self.timeouts;
+        let mut actions = Vec::new();
+        if let Some(server) = &joins {
+            actions.push(Action::Wait {
+                what: format!("server {server}'s k3s API (its own k3s stage)"),
+                timeout_secs: t.api.as_secs(),
+            });
+            actions.push(Action::Run {
+                command: format!("cat {SERVER_TOKEN_PATH}   # on {server}, into memory"),
+                when: None,
+            });
+            actions.push(Action::Write {
+                path: TOKEN_FILE.to_owned(),
+                mode: 0o600,
+                content: format!("<join token of {server}, masked>"),
+            });
+        }
+        let unchanged = "when the k3s binary, the script or these flags changed since the last install, or the unit is not running";
+        actions.push(Action::Run {
+            command: plan.install_command(),
+            when: Some(unchanged.to_owned()),
+        });
+        actions.push(Action::Run {
+            command: format!("{} systemctl restart {}", plan.path_prefix(), plan.service),
+            when: Some(unchanged.to_owned()),
+        });
+        actions.push(Action::Write {
+            path: STATE_FILE.to_owned(),
+            mode: 0o644,
+            content: "<fingerprint of the install>".to_owned(),
+        });
+        if plan.role == Role::Server && joins.is_none() {
+            actions.push(Action::Wait {
+                what: format!("{} get --raw=/readyz says ok", plan.kubectl()),
+                timeout_secs: t.api.as_secs(),
+            });
+        }
+        actions.push(Action::Wait {
+            what: format!("node {name} is Ready (kubectl get node {name}, on the server)"),
+            timeout_secs: t.ready.as_secs(),
+        });
+        actions
+    }
+
+    async fn run_node(&self, cx: StageContext<'_>) -> Result<(), K3sError> {
+        let name = &cx.node.name;
+        let Some(role) = self
+            .nodes
+            .iter()
+            .find(|(n, _)| &n.name == name)
+            .map(|(n, _)| n.role)
+        else {
+            return Ok(());
+        };
+        let Some((server, server_target)) = self.first_server().cloned() else {
+            return Err(K3sError::NoServer { node: name.clone() });
+        };
+        let say = |m: String| (cx.progress)(m);
+        let t = self.timeouts;
+        if server.name == *name {
+            let (plan, _) = self
+                .plan(name, None)
+                .ok_or(K3sError::NoServer { node: name.clone() })?;
+            self.install_if_changed(cx.session, &plan, false, &say)
+                .await?;
+            say(format!(
+                "waiting for the k3s API (up to {} s)",
+                t.api.as_secs()
+            ));
+            let readyz = format!("{} get --raw=/readyz", plan.kubectl());
+            remote::wait_for(cx.session, &readyz, "ok", t.api, t.poll)
+                .await
+                .map_err(|last| K3sError::ApiTimeout {
+                    node: name.clone(),
+                    waited: t.api,
+                    last,
+                })?;
+            return self.wait_ready(cx.session, &plan, &server.name, &say).await;
+        }
+        say(format!(
+            "waiting for server {} (up to {} s)",
+            server.name,
+            t.api.as_secs()
+        ));
+        match self.gates.wait(&server.name, t.api).await {
+            GateState::Open => {}
+            GateState::Failed(reason) => {
+                return Err(K3sError::ServerFailed {
+                    node: name.clone(),
+                    server: server.name.clone(),
+                    reason,
+                })
+            }
+            GateState::Pending => {
+                return Err(K3sError::ServerTimeout {
+                    node: name.clone(),
+                    server: server.name.clone(),
+                    waited: t.api,
+                })
+            }
+        }
+        let server_session = SshSession::connect(&server_target, &self.ssh).await?;
+        let result = async {
+            let (plan, _) = self
+                .plan(name, Some(server_session.host()))
+                .ok_or(K3sError::NoServer { node: name.clone() })?;
+            let url = plan.join.clone().unwrap_or_default();
+            if !remote::can_reach(cx.session, server_session.host(), API_PORT).await? {
+                return Err(K3sError::Unreachable {
+                    node: name.clone(),
+                    url,
+                });
+            }
+            let token = remote::read_token(&server_session, &server.name).await?;
+            let token_changed = remote::write_token(cx.session, &token).await?;
+            say(format!("joining {url} as {}", role.as_str()));
+            self.install_if_changed(cx.session, &plan, token_changed, &say)
+                .await?;
+            self.wait_ready(&server_session, &plan, &server.name, &say)
+                .await
+        }
+        .await;
+        if let Err(e) = server_session.close().await {
+            tracing::debug!(error = %e, "closing the connection to the k3s server");
+        }
+        result
+    }
+
+    /// Installs and restarts unless the node already runs this plan.
+    async fn install_if_changed(
+        &self,
+        session: &SshSession,
+        plan: &InstallPlan,
+        token_changed: bool,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<(), K3sError> {
+        let installed = remote::probe(session, plan).await?;
+        let fingerprint = plan.fingerprint(&installed.k3s, &installed.script);
+        if installed.active
+            && !token_changed
+            && installed.fingerprint.as_deref() == Some(&fingerprint)
+        {
+            say(format!(
+                "k3s {} unchanged: nothing installed or restarted",
+                plan.role.as_str()
+            ));
+            return Ok(());
+        }
+        say(format!(
+            "installing k3s {} ({}.service) and restarting it",
+            plan.role.as_str(),
+            plan.service
+        ));
+        remote::install(session, plan, &fingerprint).await
+    }
+
+    /// Waits until the server reports the plan's node Ready.
+    async fn wait_ready(
+        &self,
+        server: &SshSession,
+        plan: &InstallPlan,
+        server_name: &str,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<(), K3sError> {
+        let t = self.timeouts;
+        say(format!(
+            "waiting for node {} to be Ready (up to {} s)",
+            plan.node,
+            t.ready.as_secs()
+        ));
+        let command = format!(
+            "{} get node {} -o {}",
+            plan.kubectl(),
+            crate::shell::quote(&plan.node),
+            crate::shell::quote("jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")
+        );
+        remote::wait_for(server, &command, "True", t.ready, t.poll)
+            .await
+            .map_err(|last| K3sError::NotReady {
+                node: plan.node.clone(),
+                service: plan.service,
+                server: server_name.to_owned(),
+                waited: t.ready,
+                last,
+            })
+    }
+}
+
+impl Stage for K3sStage {
+    fn name(&self) -> &str {
+        "k3s"
+    }
+
+    fn run<'a>(&'a self, cx: StageContext<'a>) -> StageFuture<'a> {
+        Box::pin(async move {
+            let result = self.run_node(cx).await;
+            let state = match &result {
+                Ok(()) => GateState::Open,
+                Err(e) => GateState::Failed(e.to_string()),
+            };
+            self.gates.settle(&cx.node.name, state);
+            result.map_err(Into::into)
+        })
+    }
+
+    fn node_finished(&self, node: &str, success: bool) {
+        let reason = if success {
+            "its deploy ended before its k3s stage".to_owned()
+        } else {
+            "its deploy failed".to_owned()
+        };
+        self.gates.settle(node, GateState::Failed(reason));
+    }
+}

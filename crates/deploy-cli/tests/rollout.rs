@@ -3,7 +3,6 @@
 //! fixture package set, deployed to throwaway VPS nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -11,11 +10,11 @@ use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
 use test_support::flake::{
     copy_fixture_nixpkgs, copy_flake, edit, fixture_nixpkgs, flake_ref, nix_args,
 };
-use test_support::{repo_root, run};
+use test_support::run;
 
-const MAIN: &str = "k8s-cluster-main";
-const WORKER: &str = "k8s-cluster-node-1";
-const PROFILE: &str = "/nix/var/nix/profiles/nix-deploy";
+mod common;
+
+use common::{deploy, deploy_sub, json, repo_flake, MAIN, PROFILE, WORKER};
 
 /// Two nodes standing in for the inventory's two: the control plane on
 /// Debian 13's Nix 2.26, the worker on Nix 2.8.
@@ -26,56 +25,6 @@ fn cluster() -> Cluster {
             .node("worker", NodeKind::LocalNix),
     )
     .unwrap()
-}
-
-/// `deploy` on `flake` (a directory) with nixpkgs from `nixpkgs`, aimed at
-/// the cluster's nodes.
-fn deploy(cluster: &Cluster, flake: &str, nixpkgs: &Path, args: &[&str]) -> Output {
-    deploy_sub(cluster, &[], flake, nixpkgs, args)
-}
-
-/// `deploy SUBCOMMAND...` with the flags of [`deploy`].
-fn deploy_sub(
-    cluster: &Cluster,
-    sub: &[&str],
-    flake: &str,
-    nixpkgs: &Path,
-    args: &[&str],
-) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
-    c.args(sub)
-        .arg("--flake")
-        .arg(flake)
-        .args(nix_args(nixpkgs));
-    c.args([
-        "--no-agent",
-        "--ssh-config",
-        "none",
-        "--connect-timeout",
-        "3",
-    ]);
-    c.arg("-i").arg(cluster.client_key());
-    c.arg("--known-hosts").arg(cluster.known_hosts());
-    for (name, node) in [(MAIN, "main"), (WORKER, "worker")] {
-        let ip = cluster.node(node).unwrap().ip();
-        c.arg("--target").arg(format!("{name}=root@{ip}"));
-    }
-    c.args(args).output().unwrap()
-}
-
-fn repo_flake() -> String {
-    repo_root().display().to_string()
-}
-
-fn json(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or_else(|| {
-        panic!(
-            "no output; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    serde_json::from_str(last).unwrap()
 }
 
 fn by_name(v: &Value) -> BTreeMap<String, Value> {

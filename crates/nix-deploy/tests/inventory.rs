@@ -113,7 +113,10 @@ async fn profiles_build_in_one_nix_invocation_with_each_hosts_programs() {
         .expect("kubectl runs");
     assert!(out.status.success());
     let k3s_log = std::fs::read_to_string(tmp.path().join("k3s.log")).expect("k3s log");
-    let calls: Vec<&str> = k3s_log.lines().filter(|l| l.starts_with("call\t")).collect();
+    let calls: Vec<&str> = k3s_log
+        .lines()
+        .filter(|l| l.starts_with("call\t"))
+        .collect();
     assert_eq!(calls, ["call\tkubectl\tversion"]);
     let node1_bin = Path::new(&built["k8s-cluster-node-1"].to_absolute()).join("bin");
     let out = std::process::Command::new(node1_bin.join("dinosay"))

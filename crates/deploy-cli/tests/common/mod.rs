@@ -1,0 +1,70 @@
+//! What the CLI's end-to-end tests share: running `deploy` against a test
+//! cluster whose nodes `main` and `worker` stand in for the inventory's
+//! control plane and worker.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use test_cluster::Cluster;
+use test_support::flake::nix_args;
+use test_support::repo_root;
+
+/// The inventory's control plane.
+pub const MAIN: &str = "k8s-cluster-main";
+/// The inventory's worker.
+pub const WORKER: &str = "k8s-cluster-node-1";
+/// Where the inventory puts the profile.
+pub const PROFILE: &str = "/nix/var/nix/profiles/nix-deploy";
+
+/// `deploy` on `flake` (a directory) with nixpkgs from `nixpkgs`, aimed at
+/// the cluster's nodes.
+pub fn deploy(cluster: &Cluster, flake: &str, nixpkgs: &Path, args: &[&str]) -> Output {
+    deploy_sub(cluster, &[], flake, nixpkgs, args)
+}
+
+/// `deploy SUBCOMMAND...` with the flags of [`deploy`].
+pub fn deploy_sub(
+    cluster: &Cluster,
+    sub: &[&str],
+    flake: &str,
+    nixpkgs: &Path,
+    args: &[&str],
+) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
+    c.args(sub)
+        .arg("--flake")
+        .arg(flake)
+        .args(nix_args(nixpkgs));
+    c.args([
+        "--no-agent",
+        "--ssh-config",
+        "none",
+        "--connect-timeout",
+        "3",
+    ]);
+    c.arg("-i").arg(cluster.client_key());
+    c.arg("--known-hosts").arg(cluster.known_hosts());
+    for (name, node) in [(MAIN, "main"), (WORKER, "worker")] {
+        let ip = cluster.node(node).unwrap().ip();
+        c.arg("--target").arg(format!("{name}=root@{ip}"));
+    }
+    c.args(args).output().unwrap()
+}
+
+pub fn repo_flake() -> String {
+    repo_root().display().to_string()
+}
+
+pub fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(last).unwrap()
+}

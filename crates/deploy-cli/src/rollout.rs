@@ -23,7 +23,7 @@ use crate::report::{self, Verbosity};
 use crate::signing_args::SigningArgs;
 
 /// How far to go.
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GoalArg {
     /// Stop after building the profiles.
     Build,
@@ -64,7 +64,8 @@ pub struct RolloutArgs {
     #[arg(long)]
     no_rollback: bool,
     /// Seconds a node waits for the deploy's confirmation before it goes
-    /// back to its previous generation by itself.
+    /// back to its previous generation by itself, on top of the time the
+    /// cluster stages may wait (twice --k3s-timeout with --goal all).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     confirm_timeout: u64,
     /// Seconds to wait for another deploy holding a node's lock.
@@ -123,8 +124,14 @@ impl RolloutArgs {
             },
             ssh: self.inventory.ssh.options(),
             daemon_command: self.remote_program.clone(),
-            rollback: (!self.no_rollback)
-                .then(|| std::time::Duration::from_secs(self.confirm_timeout.max(1))),
+            rollback: (!self.no_rollback).then(|| {
+                let stages = if self.goal == GoalArg::All {
+                    2 * self.k3s_timeout
+                } else {
+                    0
+                };
+                Duration::from_secs(self.confirm_timeout.max(1) + stages)
+            }),
             lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
             stages: Vec::new(),
         }

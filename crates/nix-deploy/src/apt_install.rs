@@ -120,9 +120,11 @@ struct Probe {
 }
 
 /// Installs Nix on the node with apt, over `session` (as root): `apt-get
-/// update`, then `apt-get install --no-install-recommends` of
-/// [`NIX_PACKAGE`] (and [`SYSTEMD_PACKAGE`] where systemd runs), keeping
-/// config files the node already has. Does nothing when they are installed.
+/// update` (an index that fails to download is an error, not a warning),
+/// then `apt-get install --no-install-recommends` of [`NIX_PACKAGE`] (and
+/// [`SYSTEMD_PACKAGE`] where systemd runs), keeping config files the node
+/// already has, waiting up to 120 s for another apt or dpkg to finish. Does
+/// nothing when the packages are installed.
 pub async fn install_nix_with_apt(session: &SshSession) -> Result<AptReport, AptInstallError> {
     let node = node_name(session);
     let probe = probe_node(session, &node).await?;

@@ -114,12 +114,14 @@ async fn apt_installs_nix_on_a_bare_debian_node_once() {
 
     copy_fixture(s, node).await;
 
-    // A mirror that cannot be reached: apt's own words, naming the node.
+    // A mirror that cannot be reached (a closed port; no retries, which take
+    // seconds): apt's own words, naming the node.
     let offline = cluster.node("offline").unwrap();
     let refused = format!("http://{}:1", offline.host_ip());
     offline
         .run_ok(&format!(
-            "echo 'Acquire::http::Proxy \"{refused}\";' >/etc/apt/apt.conf.d/00proxy"
+            "printf 'Acquire::http::Proxy \"{refused}\";\\nAcquire::Retries \"0\";\\n' \
+             >/etc/apt/apt.conf.d/00proxy"
         ))
         .unwrap();
     let err = install_nix_with_apt(&session(&cluster, "offline").await)

@@ -26,7 +26,8 @@ use crate::error::{io, Result};
 use crate::rootfs::inside;
 use http::{read_head, Refusal, Request};
 
-/// The proxy's port (apt-cacher-ng's), on the host's address of the bridge.
+/// The proxy's port (apt-cacher-ng's), on the host's address of the bridge;
+/// any free one if it is taken.
 pub(crate) const PORT: u16 = 3142;
 
 /// The apt configuration file written into each node.
@@ -44,17 +45,22 @@ pub(crate) struct AptProxy {
 }
 
 impl AptProxy {
-    /// Starts a proxy on `ip`:[`PORT`] forwarding to `hosts`, logging to `log`.
+    /// Starts a proxy on `ip`:[`PORT`] (or a free port) forwarding to `hosts`,
+    /// logging to `log`.
     pub(crate) fn start(ip: Ipv4Addr, hosts: Vec<String>, log: &Path) -> Result<AptProxy> {
-        let addr = SocketAddr::from((ip, PORT));
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .map_err(io(format!("opening {}", log.display())))?;
-        let listener = std::net::TcpListener::bind(addr)
+        // Another proxy on all addresses (apt-cacher-ng) may hold the port.
+        let listener = std::net::TcpListener::bind((ip, PORT))
+            .or_else(|_| std::net::TcpListener::bind((ip, 0)))
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(io(format!("listening on {addr} for the apt proxy")))?;
+            .map_err(io(format!("listening on {ip} for the apt proxy")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the apt proxy's address"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

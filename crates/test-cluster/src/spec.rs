@@ -84,7 +84,7 @@ impl ClusterSpec {
 
     /// Lets apt in the [`NodeKind::Trixie`] and [`NodeKind::Bare`] nodes
     /// reach the Debian mirror of their apt sources, through an HTTP proxy the
-    /// cluster runs on the host's address of its network (port 3142, see
+    /// cluster runs on the host's address of its network (port 3142 if free, see
     /// [`crate::Cluster::apt_proxy`]) and names in each node's
     /// `/etc/apt/apt.conf.d/00proxy`. Nothing else is reachable through it,
     /// and nothing is routed. [`NodeKind::LocalNix`] nodes share the host's

@@ -11,6 +11,7 @@
 //! - [`keys`]: the deployer's own signing key;
 //! - [`trust`]: making a node trust that key;
 //! - [`prepare`]: what a node has, and making it trust our key;
+//! - [`apt_install`]: installing Nix on a Debian node with apt (`nix-bin`);
 //! - [`profile`]: reading and switching a node's profile;
 //! - [`activate`]: generations, rollback, the safe-rollback watchdog, the
 //!   node lock, PATH for login shells;
@@ -19,6 +20,7 @@
 //! - [`deploy`]: the entry point: deploy or preview many nodes in parallel.
 
 pub mod activate;
+pub mod apt_install;
 pub mod closure;
 pub mod copy;
 pub mod deploy;

@@ -2,14 +2,16 @@
 //! and one OpenSSH config file, torn down together on drop.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::thread;
 
+use crate::apt_proxy::{self, AptProxy};
 use crate::cmd::{cmd, run};
 use crate::error::{io, ClusterError, Result};
 use crate::net;
 use crate::node::{Node, Start};
-use crate::spec::{ClusterSpec, TEMPLATE_STAMP};
+use crate::spec::{ClusterSpec, NodeKind, TEMPLATE_STAMP};
 use crate::state::{self, Lock};
 
 /// Running nodes. Dropping the cluster tears everything down: processes,
@@ -23,6 +25,7 @@ pub struct Cluster {
     known_hosts: PathBuf,
     ssh_config: PathBuf,
     nodes: Vec<Node>,
+    apt_proxy: Option<AptProxy>,
 }
 
 impl Cluster {
@@ -63,6 +66,7 @@ impl Cluster {
             dir,
             id,
             nodes: Vec::new(),
+            apt_proxy: None,
         };
         fs::create_dir_all(&cluster.dir)
             .map_err(io(format!("creating {}", cluster.dir.display())))?;
@@ -115,6 +119,9 @@ impl Cluster {
         }
         if let Some(e) = first_error {
             return Err(e);
+        }
+        if spec.apt_mirror {
+            cluster.start_apt_proxy()?;
         }
         let lines: String = cluster
             .nodes
@@ -177,6 +184,46 @@ impl Cluster {
         }
     }
 
+    /// Where the apt proxy of a cluster started
+    /// [`ClusterSpec::with_apt_mirror`] listens, if it runs (it does when the
+    /// cluster has a template node).
+    pub fn apt_proxy(&self) -> Option<SocketAddr> {
+        self.apt_proxy.as_ref().map(AptProxy::addr)
+    }
+
+    /// Starts the apt proxy on the host's address of the cluster's network,
+    /// forwarding to the hosts of the template nodes' apt sources, and points
+    /// those nodes' apt at it.
+    fn start_apt_proxy(&mut self) -> Result<()> {
+        let templated: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| n.kind() != NodeKind::LocalNix)
+            .collect();
+        let Some(first) = templated.first() else {
+            return Ok(());
+        };
+        let mut hosts: Vec<String> = templated
+            .iter()
+            .flat_map(|n| apt_proxy::mirror_hosts(&n.root()))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        if hosts.is_empty() {
+            return Err(ClusterError::Node {
+                node: first.name().to_owned(),
+                detail: "its apt sources name no http:// mirror for the apt proxy".into(),
+            });
+        }
+        let log = self.dir.join("apt-proxy.log");
+        let proxy = AptProxy::start(first.host_ip(), hosts, &log)?;
+        for node in &templated {
+            proxy.configure(&node.root())?;
+        }
+        self.apt_proxy = Some(proxy);
+        Ok(())
+    }
+
     /// The `Host` block of `node` in [`Cluster::ssh_config`].
     fn host_block(&self, node: &Node) -> String {
         format!(
@@ -214,6 +261,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.apt_proxy = None;
         self.nodes.clear();
         if let Err(e) = state::remove_cluster(&self.id) {
             eprintln!("test-cluster: tearing down cluster {}: {e}", self.id);

@@ -12,6 +12,9 @@
 //! - [`NodeKind::LocalNix`]: this machine's system and Nix 2.8 with a private
 //!   `/nix`, `/etc`, `/root`, `/home`, `/run` and `/tmp`.
 //!
+//! With [`ClusterSpec::with_apt_mirror`], the template nodes' apt reaches the
+//! Debian mirror through a proxy on the host (nothing is routed).
+//!
 //! The templates are made once by `scripts/setup-test-machine`. Everything is
 //! named `nd-...` and recorded under [`STATE_ROOT`]; dropping a [`Cluster`]
 //! removes it all, and [`Cluster::start`] first reaps what crashed runs left.
@@ -25,6 +28,7 @@
 //! # Ok::<(), test_cluster::ClusterError>(())
 //! ```
 
+mod apt_proxy;
 mod cluster;
 mod cmd;
 mod error;

@@ -57,6 +57,9 @@ pub struct NodeSpec {
 pub struct ClusterSpec {
     /// The nodes.
     pub nodes: Vec<NodeSpec>,
+    /// Whether the template nodes reach the Debian mirror through an apt
+    /// proxy on the host (see [`ClusterSpec::with_apt_mirror`]).
+    pub apt_mirror: bool,
 }
 
 impl ClusterSpec {
@@ -77,6 +80,18 @@ impl ClusterSpec {
     /// `count` nodes of `kind`, named `node0`, `node1`...
     pub fn uniform(kind: NodeKind, count: usize) -> ClusterSpec {
         (0..count).fold(ClusterSpec::new(), |s, i| s.node(&format!("node{i}"), kind))
+    }
+
+    /// Lets apt in the [`NodeKind::Trixie`] and [`NodeKind::Bare`] nodes
+    /// reach the Debian mirror of their apt sources, through an HTTP proxy the
+    /// cluster runs on the host's address of its network (port 3142 if free, see
+    /// [`crate::Cluster::apt_proxy`]) and names in each node's
+    /// `/etc/apt/apt.conf.d/00proxy`. Nothing else is reachable through it,
+    /// and nothing is routed. [`NodeKind::LocalNix`] nodes share the host's
+    /// dpkg database, so they get no proxy.
+    pub fn with_apt_mirror(mut self) -> ClusterSpec {
+        self.apt_mirror = true;
+        self
     }
 
     /// Checks names: valid and unique.

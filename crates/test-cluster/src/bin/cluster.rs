@@ -1,12 +1,14 @@
-//! `cluster up [N] [--kind trixie|bare|local-nix]`: brings up N nodes for a
-//! manual demo and prints how to reach them; Ctrl-C (or SIGTERM) tears them
+//! `cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror]`: brings up N
+//! nodes for a manual demo (with `--apt-mirror`, their apt reaches the Debian
+//! mirror through the cluster's proxy) and prints how to reach them; Ctrl-C (or SIGTERM) tears them
 //! down. `cluster down`: removes clusters whose owner is gone (a `kill -9`ed `up`).
 
 use std::process::ExitCode;
 
 use test_cluster::{reap_stale, Cluster, ClusterSpec, NodeKind};
 
-const USAGE: &str = "usage: cluster up [N] [--kind trixie|bare|local-nix] | cluster down";
+const USAGE: &str =
+    "usage: cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror] | cluster down";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
 fn up(args: &[String]) -> Result<(), String> {
     let mut count = 2;
     let mut kind = NodeKind::Trixie;
+    let mut apt_mirror = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -40,11 +43,14 @@ fn up(args: &[String]) -> Result<(), String> {
                     _ => return Err(USAGE.to_owned()),
                 }
             }
+            "--apt-mirror" => apt_mirror = true,
             n => count = n.parse().map_err(|_| USAGE.to_owned())?,
         }
     }
     let started = std::time::Instant::now();
-    let cluster = Cluster::start(&ClusterSpec::uniform(kind, count)).map_err(|e| e.to_string())?;
+    let mut spec = ClusterSpec::uniform(kind, count);
+    spec.apt_mirror = apt_mirror;
+    let cluster = Cluster::start(&spec).map_err(|e| e.to_string())?;
     // Only now: the nodes' processes would inherit the blocked signals.
     let signals = block_signals();
     println!(
@@ -60,6 +66,9 @@ fn up(args: &[String]) -> Result<(), String> {
             node.netns(),
             node.pid(),
         );
+    }
+    if let Some(proxy) = cluster.apt_proxy() {
+        println!("apt in the nodes goes through the proxy at {proxy}");
     }
     let config = cluster.ssh_config().display();
     println!("ssh -F {config} NODE (as root), ssh -F {config} deploy@NODE, scp -F {config} ...");

@@ -212,6 +212,51 @@ mod tests {
         assert_eq!(quoted("a\"b\\c\n\u{7}"), r#""a\"b\\c\n\u0007""#);
     }
 
+    /// The JSON value a YAML parser should read back from `node`.
+    fn json(node: &Node) -> serde_json::Value {
+        match node {
+            Node::Str(text) => text.clone().into(),
+            Node::Int(n) => (*n).into(),
+            Node::Bool(b) => (*b).into(),
+            Node::Map(entries) => entries
+                .iter()
+                .map(|(k, v)| (k.clone(), json(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            Node::Seq(items) => items.iter().map(json).collect(),
+        }
+    }
+
+    /// Strings that stress quoting: YAML indicators, words YAML 1.1 reads
+    /// as booleans, numbers, line breaks, controls and non-ASCII.
+    fn tricky() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            "[ a-z0-9:#'\"{}\\[\\],&*!|>%@`?.\n\t-]{0,16}",
+            prop::sample::select(vec![
+                "yes", "Off", "~", "null", "0x1F", "1e3", "12:30", "-", "? x"
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the strings, a real YAML parser reads back exactly them.
+        #[test]
+        fn strings_read_back_exactly(key in tricky(), value in tricky(), item in tricky()) {
+            proptest::prop_assume!(key != "list");
+            let doc = map([
+                (key.clone(), s(value.clone())),
+                ("list".to_string(), Node::Seq(vec![s(item), map([(key, s(value))])])),
+            ]);
+            let text = document(&doc);
+            let parsed: serde_json::Value = serde_yaml_ng::from_str(&text)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}")))?;
+            proptest::prop_assert_eq!(parsed, json(&doc), "{}", text);
+        }
+    }
+
     #[test]
     fn nested_shapes() {
         let doc = map([

@@ -12,9 +12,14 @@
     }: {
       inherit name acmeEmail;
       ingress = {
-        # Traefik Helm chart (https://traefik.github.io/charts); its values
-        # syntax (`ports.web.redirectTo.port`) holds for chart 25 to 33.
-        traefikChart = "25.0.0";
+        # Traefik Helm chart (https://traefik.github.io/charts). Not the
+        # original note's 25.0.0: that ships Traefik v2.10.5, while the
+        # k3s 1.35 of nixpkgs bundles Traefik v3 itself; 39.0.5 (Traefik
+        # v3.6) is the chart k3s bundled in March 2026 (k3s PR #13805), so
+        # it is tested with this Kubernetes line, and the newest major whose
+        # redirect values nix-deploy writes (chart 40 moved them). 25.0.0
+        # still renders (the redirect syntax is picked per chart version).
+        traefikChart = "39.0.5";
         # cert-manager Helm chart (https://charts.jetstack.io); the 1.13 line
         # of the original note is end of life and predates the k3s 1.35 of
         # nixpkgs, the 1.20 line supports Kubernetes 1.32 to 1.35.

@@ -16,6 +16,8 @@
 //! - [`activate`]: generations, rollback, the safe-rollback watchdog, the
 //!   node lock, PATH for login shells;
 //! - [`stage`]: steps run after the switch, before confirmation;
+//! - [`ingress`]: Traefik, cert-manager and the Let's Encrypt issuers as
+//!   k3s auto-deploy manifests, rendered from the cluster settings;
 //! - [`diff`]: the preview of what a deploy would change on a node;
 //! - [`deploy`]: the entry point: deploy or preview many nodes in parallel.
 
@@ -25,6 +27,7 @@ pub mod closure;
 pub mod copy;
 pub mod deploy;
 pub mod diff;
+pub mod ingress;
 pub mod inventory;
 pub mod k3s;
 pub mod keys;

@@ -48,7 +48,7 @@ async fn inventory_has_both_nodes_and_the_cluster_settings() {
     assert_eq!(inv.cluster.name, "k8s");
     assert_eq!(inv.cluster.acme_email, "admin@example.com");
     assert!(!inv.cluster.k3s.ha);
-    assert_eq!(inv.cluster.ingress.traefik_chart, "25.0.0");
+    assert_eq!(inv.cluster.ingress.traefik_chart, "39.0.5");
     assert!(inv.cluster.ingress.cert_manager.starts_with("v1."));
 
     // The profile is the host's package: the same path as packages.<system>.<host>.

@@ -56,6 +56,7 @@
         cluster = {
           name = "k8s";
           acmeEmail = "admin@example.com";
+          k3s.version = nixpkgs.legacyPackages.x86_64-linux.k3s.version;
         };
         nodes = {
           # The addresses are documentation placeholders (RFC 5737): set your nodes' own.

@@ -9,8 +9,14 @@
     , acmeEmail ? "admin@example.com"
     , ingress ? { }
     , k3s ? { }
+    , manifests ? { }
     }: {
       inherit name acmeEmail;
+      # Workload manifests for k3s's auto-deploy directory on the servers:
+      # file name -> a path, or a string of YAML (made a file here).
+      manifests = builtins.mapAttrs
+        (file: m: if builtins.isString m then builtins.toFile file m else m)
+        manifests;
       ingress = {
         # Traefik Helm chart (https://traefik.github.io/charts). Not the
         # original note's 25.0.0: that ships Traefik v2.10.5, while the
@@ -28,6 +34,10 @@
       k3s = {
         # More than one server needs an HA datastore (embedded etcd).
         ha = false;
+        # The k3s version the nodes run (the flake passes its nixpkgs'
+        # k3s.version): the ingress charts are checked against its
+        # Kubernetes minor.
+        version = null;
       } // k3s;
     };
 

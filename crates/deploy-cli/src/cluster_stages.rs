@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix_deploy::ingress::stage::IngressStage;
+use nix_deploy::ingress::{self, IngressError, IngressWarning, KubeVersion, Manifest};
+use nix_deploy::inventory::Role;
 use nix_deploy::k3s::plan::K3sNode;
 use nix_deploy::k3s::{K3sStage, K3sTimeouts};
 use nix_deploy::stage::Stage;
@@ -48,15 +51,93 @@ pub fn k3s_stage(
     ))
 }
 
-/// All cluster stages, in the order they run on a node.
-pub fn stages(k3s: Arc<K3sStage>) -> Vec<Arc<dyn Stage>> {
-    vec![k3s]
+/// Why the ingress stack could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStageError {
+    /// The inventory does not say which k3s the nodes run.
+    #[error("deploy.cluster.k3s.version is not set: set it to the nodes' k3s version (the flake sets it to its nixpkgs' k3s.version)")]
+    NoK3sVersion,
+    /// A workload manifest could not be read.
+    #[error("deploy.cluster.manifests.{name}: can't read {path}: {source}")]
+    Manifest {
+        /// Its file name.
+        name: String,
+        /// Where it should be.
+        path: String,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The stack does not render.
+    #[error(transparent)]
+    Ingress(#[from] IngressError),
 }
 
-/// The dry run's text for one node: every command and file of the stages.
-pub fn describe(k3s: &K3sStage, node: &str) -> Vec<String> {
-    k3s.describe(node)
+/// The ingress stage for the resolved cluster (every server gets the
+/// stack), and what the operator should hear about it.
+pub fn ingress_stage(
+    resolved: &Resolved,
+) -> Result<(Arc<IngressStage>, Vec<IngressWarning>), ClusterStageError> {
+    let cluster = &resolved.cluster;
+    let version = cluster
+        .k3s
+        .version
+        .as_deref()
+        .ok_or(ClusterStageError::NoK3sVersion)?;
+    let kubernetes = KubeVersion::parse(version)?;
+    let workloads = cluster
+        .manifests
         .iter()
-        .map(|a| format!("k3s: {a}"))
-        .collect()
+        .map(|(name, path)| {
+            let content =
+                std::fs::read_to_string(path).map_err(|source| ClusterStageError::Manifest {
+                    name: name.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            Ok(Manifest {
+                file_name: name.clone(),
+                content,
+            })
+        })
+        .collect::<Result<Vec<_>, ClusterStageError>>()?;
+    let stack = ingress::render(cluster, kubernetes, &workloads)?;
+    let warnings = stack.warnings.clone();
+    let servers = resolved
+        .nodes
+        .iter()
+        .filter(|(n, _)| n.role == Role::Server)
+        .map(|(n, _)| n.name.clone());
+    Ok((Arc::new(IngressStage::new(stack, servers)), warnings))
+}
+
+/// The cluster stages, in the order they run on a node.
+#[derive(Debug, Clone)]
+pub struct ClusterStages {
+    /// k3s itself.
+    pub k3s: Arc<K3sStage>,
+    /// The ingress stack, on the servers.
+    pub ingress: Arc<IngressStage>,
+}
+
+impl ClusterStages {
+    /// As the deploy runs them.
+    pub fn stages(&self) -> Vec<Arc<dyn Stage>> {
+        vec![self.k3s.clone(), self.ingress.clone()]
+    }
+
+    /// The dry run's text for one node: every command and file of the
+    /// stages.
+    pub fn describe(&self, node: &str) -> Vec<String> {
+        let k3s = self
+            .k3s
+            .describe(node)
+            .into_iter()
+            .map(|a| format!("k3s: {a}"));
+        let ingress = self
+            .ingress
+            .describe(node)
+            .into_iter()
+            .map(|a| format!("ingress: {a}"));
+        k3s.chain(ingress).collect()
+    }
 }

@@ -39,6 +39,17 @@ fn target(plan: &NodePlan) -> String {
     plan.target.to_string()
 }
 
+/// Warnings about the cluster stages (on stderr, or as JSON lines).
+pub fn warnings(warnings: &[nix_deploy::ingress::IngressWarning], as_json: bool) {
+    for w in warnings {
+        if as_json {
+            println!("{}", json!({"event": "warning", "message": w.to_string()}));
+        } else {
+            eprintln!("warning: {w}");
+        }
+    }
+}
+
 /// What a dry run or `--goal build` would do per node.
 pub fn plans(plans: &[NodePlan], stages: &dyn Fn(&str) -> Vec<String>, as_json: bool) {
     if as_json {

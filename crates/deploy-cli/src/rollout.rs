@@ -17,7 +17,7 @@ use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan
 use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig, Role};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster_stages;
+use crate::cluster_stages::{self, ClusterStageError, ClusterStages};
 use crate::inventory_args::{InventoryArgs, ResolveError};
 use crate::report::{self, Verbosity};
 use crate::signing_args::SigningArgs;
@@ -102,6 +102,10 @@ pub enum RolloutError {
     /// The profiles could not be built.
     #[error(transparent)]
     Build(#[from] InventoryError),
+    /// The cluster stages could not be prepared (e.g. the ingress stack
+    /// does not render).
+    #[error(transparent)]
+    Cluster(#[from] ClusterStageError),
     /// The signing key could not be read or created.
     #[error(transparent)]
     Key(#[from] nix_deploy::keys::KeyFileError),
@@ -169,24 +173,30 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
         role != Some(Role::Server)
     });
     let mut opts = args.options();
-    let k3s = cluster_stages::k3s_stage(
-        &resolved,
-        opts.ssh.clone(),
-        Duration::from_secs(args.k3s_timeout.max(1)),
-    );
+    let cluster = if opts.goal == Goal::All {
+        let k3s = cluster_stages::k3s_stage(
+            &resolved,
+            opts.ssh.clone(),
+            Duration::from_secs(args.k3s_timeout.max(1)),
+        );
+        let (ingress, warnings) = cluster_stages::ingress_stage(&resolved)?;
+        report::warnings(&warnings, args.json);
+        Some(ClusterStages { k3s, ingress })
+    } else {
+        None
+    };
     if args.dry_run || opts.goal == Goal::Build {
         let stages = |name: &str| {
-            if opts.goal == Goal::All {
-                cluster_stages::describe(&k3s, name)
-            } else {
-                Vec::new()
-            }
+            cluster
+                .as_ref()
+                .map(|c| c.describe(name))
+                .unwrap_or_default()
         };
         report::plans(&plans, &stages, args.json);
         return Ok(ExitCode::SUCCESS);
     }
-    if opts.goal == Goal::All {
-        opts.stages = cluster_stages::stages(k3s);
+    if let Some(cluster) = &cluster {
+        opts.stages = cluster.stages();
     }
     if args.diff {
         let diffs = diff_nodes(plans, &opts).await;

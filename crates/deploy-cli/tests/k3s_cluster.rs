@@ -16,6 +16,7 @@ use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
 use test_support::flake::{copy_flake, edit, fixture_nixpkgs, flake_ref};
 
 const LOG: &str = "/var/log/k3s-fixture.log";
+const MANIFESTS: &str = "/var/lib/rancher/k3s/server/manifests";
 const TOKEN_FILE: &str = "/etc/rancher/k3s/nix-deploy-token";
 
 /// Two Debian 13 nodes: `main` for the control plane, `worker` for the agent.
@@ -190,7 +191,18 @@ fn servers_first_token_kept_secret_reruns_idempotent_and_a_flag_restarts_one_nod
         .unwrap();
     assert_eq!(token_file, format!("600\n{token}\n"));
 
-    // A rerun (as JSON) installs and restarts nothing.
+    // The ingress stack is on the server only.
+    let ours =
+        "nix-deploy-cert-manager.yaml\nnix-deploy-cluster-issuers.yaml\nnix-deploy-traefik.yaml\n";
+    assert_eq!(main.run_ok(&format!("ls {MANIFESTS}")).unwrap(), ours);
+    assert!(worker
+        .run_ok(&format!("ls {MANIFESTS} 2>&1 || true"))
+        .unwrap()
+        .contains("No such file"));
+    let stamp = format!("stat -c %Y.%i {MANIFESTS}/*");
+    let manifests_before = main.run_ok(&stamp).unwrap();
+
+    // A rerun (as JSON) installs, restarts and rewrites nothing.
     let before = (changes(main), changes(worker));
     let rerun = deploy(
         &cluster,
@@ -205,13 +217,20 @@ fn servers_first_token_kept_secret_reruns_idempotent_and_a_flag_restarts_one_nod
         "a rerun changed something"
     );
     assert!(output.contains("k3s agent unchanged"), "{output}");
+    assert_eq!(main.run_ok(&stamp).unwrap(), manifests_before);
 
     // A flag added to the worker: only the worker reinstalls and restarts.
+    // And a workload manifest from the flake lands beside ours.
     let flake = copy_flake();
     edit(
         &flake.path().join("flake.nix"),
         "role = \"agent\";",
         "role = \"agent\";\n            k3s.extraFlags = [ \"--node-label\" \"tier=web\" ];",
+    );
+    edit(
+        &flake.path().join("flake.nix"),
+        "acmeEmail = \"admin@example.com\";",
+        "acmeEmail = \"admin@example.com\";\n          manifests.\"hello.yaml\" = \"apiVersion: v1\\nkind: ConfigMap\\nmetadata:\\n  name: hello\\n\";",
     );
     let changed = deploy(
         &cluster,
@@ -229,6 +248,19 @@ fn servers_first_token_kept_secret_reruns_idempotent_and_a_flag_restarts_one_nod
             "systemctl restart k3s-agent".to_owned()
         ]
     );
+    let hello = main.run_ok(&format!("cat {MANIFESTS}/hello.yaml")).unwrap();
+    assert_eq!(
+        hello,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n"
+    );
+    // Dropped from the flake, it is removed from the node.
+    output += &ok(&deploy(
+        &cluster,
+        &repo_flake(),
+        &nixpkgs,
+        &["--k3s-timeout", "30", "all"],
+    ));
+    assert_eq!(main.run_ok(&format!("ls {MANIFESTS}")).unwrap(), ours);
 
     // The token is in no recorded argv, environment or stdin, and in none
     // of our output (-vv logs, progress lines, --json).
@@ -270,6 +302,23 @@ fn a_server_that_never_gets_ready_fails_both_nodes_with_its_last_answer() {
     );
     // Neither node joined anything: the agent never ran the install script.
     assert!(changes(cluster.node("worker").unwrap()).is_empty());
+
+    // No ACME email: refused before any node is touched.
+    let flake = copy_flake();
+    edit(
+        &flake.path().join("flake.nix"),
+        "acmeEmail = \"admin@example.com\";",
+        "acmeEmail = \"\";",
+    );
+    let out = deploy(
+        &cluster,
+        &flake_ref(flake.path()),
+        &fixture_nixpkgs(),
+        &["all"],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("acmeEmail"), "{all}");
 }
 
 #[test]

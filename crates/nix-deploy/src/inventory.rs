@@ -51,6 +51,10 @@ pub struct ClusterSettings {
     /// k3s settings shared by all nodes.
     #[serde(default)]
     pub k3s: ClusterK3s,
+    /// Workload manifests for the servers' auto-deploy directory: file
+    /// name to the file holding it (a store path).
+    #[serde(default)]
+    pub manifests: BTreeMap<String, String>,
 }
 
 /// Helm chart versions of the ingress stack (`deploy.cluster.ingress`).
@@ -69,6 +73,9 @@ pub struct ClusterK3s {
     /// Whether several servers form an HA control plane (embedded etcd).
     #[serde(default)]
     pub ha: bool,
+    /// The k3s version the nodes run, e.g. `1.35.6+k3s1`.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// One node, checked (`deploy.nodes.<name>`).

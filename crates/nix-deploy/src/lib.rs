@@ -32,6 +32,7 @@ pub mod inventory;
 pub mod k3s;
 pub mod keys;
 pub mod nix_cli;
+pub mod node_file;
 pub mod prepare;
 pub mod profile;
 pub mod remote;

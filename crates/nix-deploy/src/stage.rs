@@ -38,3 +38,59 @@ pub trait Stage: std::fmt::Debug + Send + Sync {
     /// node that failed earlier).
     fn node_finished(&self, _node: &str, _success: bool) {}
 }
+
+/// One thing a stage does on a node, for `--dry-run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Runs a command.
+    Run {
+        /// The shell command.
+        command: String,
+        /// When it runs, if not always.
+        when: Option<String>,
+    },
+    /// Writes a file.
+    Write {
+        /// Its path.
+        path: String,
+        /// Its mode.
+        mode: u32,
+        /// Its content, secrets masked.
+        content: String,
+    },
+    /// Waits for something.
+    Wait {
+        /// What it waits for.
+        what: String,
+        /// How long at most, in seconds.
+        timeout_secs: u64,
+    },
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Run { command, when } => {
+                write!(f, "run: {command}")?;
+                if let Some(w) = when {
+                    write!(f, "\n  (only {w})")?;
+                }
+                Ok(())
+            }
+            Action::Write {
+                path,
+                mode,
+                content,
+            } => {
+                write!(f, "write {path} (mode {mode:04o}):")?;
+                for line in content.lines() {
+                    write!(f, "\n  | {line}")?;
+                }
+                Ok(())
+            }
+            Action::Wait { what, timeout_secs } => {
+                write!(f, "wait (up to {timeout_secs} s): {what}")
+            }
+        }
+    }
+}

@@ -3,9 +3,8 @@
 //! inventory's cluster settings, plus the flake's workload manifests.
 //!
 //! This module owns what goes into k3s's manifests directory
-//! ([`MANIFEST_DIR`]) and nothing else: it renders text, purely (no SSH,
-//! no files, no output); writing the files on the servers is the k3s
-//! stage's job. k3s's embedded helm-controller installs the charts from
+//! ([`MANIFEST_DIR`]): it renders text, purely (no SSH, no files, no
+//! output), and [`stage`] writes it on the servers. k3s's embedded helm-controller installs the charts from
 //! the `HelmChart` objects, so no helm binary is needed, and k3s retries a
 //! failed file every 15 s, so the ClusterIssuers apply once cert-manager's
 //! CRDs and webhook are up.
@@ -23,6 +22,7 @@ pub mod cert_manager;
 mod error;
 mod helm;
 pub mod issuers;
+pub mod stage;
 pub mod traefik;
 pub mod versions;
 mod workloads;

@@ -19,12 +19,10 @@ use std::time::Duration;
 use deploy_ssh::{SshError, SshOptions, SshSession, Target};
 
 use self::gate::{GateState, Gates};
-use self::plan::{
-    Action, InstallPlan, K3sNode, API_PORT, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE,
-};
+use self::plan::{InstallPlan, K3sNode, API_PORT, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE};
 use crate::inventory::Role;
 use crate::profile::ProfileError;
-use crate::stage::{Stage, StageContext, StageFuture};
+use crate::stage::{Action, Stage, StageContext, StageFuture};
 
 /// How long the stage waits, and how often it asks.
 #[derive(Debug, Clone, Copy)]

@@ -5,12 +5,11 @@
 use std::time::{Duration, Instant};
 
 use deploy_ssh::SshSession;
-use tokio::io::AsyncWriteExt;
 
 use super::plan::{InstallPlan, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE};
 use super::secret::Secret;
 use super::K3sError;
-use crate::profile::{node_name, run};
+use crate::profile::run;
 use crate::shell::quote;
 
 /// What a node has now.
@@ -102,33 +101,8 @@ pub async fn read_token(server: &SshSession, server_name: &str) -> Result<Secret
 /// Writes the token to [`TOKEN_FILE`] (mode 0600) through stdin; whether
 /// the file changed.
 pub async fn write_token(session: &SshSession, token: &Secret) -> Result<bool, K3sError> {
-    let command = format!(
-        "set -e; umask 077; mkdir -p /etc/rancher/k3s; cat > {f}.new; \
-         if cmp -s {f}.new {f}; then rm {f}.new; echo same; else mv {f}.new {f}; echo changed; fi",
-        f = TOKEN_FILE
-    );
-    let mut process = session.exec(&command).await?;
-    let io = |source| deploy_ssh::SshError::Io {
-        node: node_name(session),
-        command: command.clone(),
-        source,
-    };
-    process
-        .write_all(format!("{}\n", token.expose()).as_bytes())
-        .await
-        .map_err(io)?;
-    let monitor = process.monitor();
-    let (status, stdout) = process.finish().await?;
-    if !status.success() {
-        return Err(crate::profile::ProfileError::Command {
-            node: node_name(session),
-            command: format!("writing {TOKEN_FILE}"),
-            status: status.to_string(),
-            stderr: monitor.stderr_text(),
-        }
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&stdout).trim() == "changed")
+    let content = format!("{}\n", token.expose());
+    Ok(crate::node_file::write_if_changed(session, TOKEN_FILE, 0o600, content.as_bytes()).await?)
 }
 
 /// Whether `session`'s node opens a TCP connection to `host:port` within

@@ -77,6 +77,7 @@ pub fn cluster(traefik: &str, cert_manager: &str, email: &str) -> ClusterSetting
             cert_manager: cert_manager.into(),
         },
         k3s: ClusterK3s::default(),
+        manifests: Default::default(),
     }
 }
 

@@ -48,17 +48,19 @@ hostname "$5"
 exec chroot "$r" /bin/sh -c 'echo ready && exec sleep infinity >/dev/null'
 "#;
 
-/// Mounts a local-Nix node over the host's root: $1 private /nix, $2 /etc upper, $3 /etc work, $4 hostname.
+/// Mounts a local-Nix node over the host's root: $1 private /nix, $2 /etc
+/// upper, $3 /etc work, $4 /var upper, $5 /var work, $6 hostname.
 const LOCAL_SCRIPT: &str = r#"set -e
 mount -t proc proc /proc
 mount --bind "$1" /nix
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$2,workdir=$3" /etc
+mount -t overlay overlay -o "lowerdir=/var,upperdir=$4,workdir=$5" /var
 mount -t tmpfs -o mode=700 tmpfs /root
 mount -t tmpfs -o mode=755 tmpfs /home
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -m 755 /run/sshd
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-hostname "$4"
+hostname "$6"
 echo ready
 exec sleep infinity >/dev/null
 "#;
@@ -102,8 +104,9 @@ pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) 
         }
         None => {
             let (nix, upper, work) = (mkdir("nix/store")?, mkdir("etc-upper")?, mkdir("etc-work")?);
+            let (var_upper, var_work) = (mkdir("var-upper")?, mkdir("var-work")?);
             let nix = nix.trim_end_matches("/store");
-            holder.args([LOCAL_SCRIPT, "sh", nix, &upper, &work, name]);
+            holder.args([LOCAL_SCRIPT, "sh", nix, &upper, &work, &var_upper, &var_work, name]);
         }
     }
     let log = dir.join("holder.log");

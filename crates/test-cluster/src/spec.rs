@@ -15,7 +15,7 @@ pub enum NodeKind {
     /// A Debian 13 VPS with OpenSSH and no Nix (the `node-bare` template).
     Bare,
     /// This machine's own system and Nix 2.8 in a mount namespace with a
-    /// private `/nix`, `/etc` (an overlay), `/root`, `/home`, `/run` and `/tmp`,
+    /// private `/nix`, `/etc` and `/var` (overlays), `/root`, `/home`, `/run` and `/tmp`,
     /// served by this machine's sshd. Lighter; for where only the store matters.
     LocalNix,
 }
@@ -87,8 +87,8 @@ impl ClusterSpec {
     /// cluster runs on the host's address of its network (port 3142 if free, see
     /// [`crate::Cluster::apt_proxy`]) and names in each node's
     /// `/etc/apt/apt.conf.d/00proxy`. Nothing else is reachable through it,
-    /// and nothing is routed. [`NodeKind::LocalNix`] nodes share the host's
-    /// dpkg database, so they get no proxy.
+    /// and nothing is routed. [`NodeKind::LocalNix`] nodes see the host's
+    /// dpkg database (under their own `/var` overlay), so they get no proxy.
     pub fn with_apt_mirror(mut self) -> ClusterSpec {
         self.apt_mirror = true;
         self

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use deploy_ssh::{SshSession, Target};
 use nix_deploy::deploy::{deploy_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
-use nix_deploy::install::{install, DaemonService, InstallError, NixInstall, BUILD_USERS};
+use nix_deploy::install::{
+    install, DaemonService, InstallError, NixInstall, BUILD_USERS, DAEMON_UNIT,
+};
 use nix_deploy::inventory::{build_nix_package, Inventory};
 use nix_deploy::prepare::{prepare, PrepareError};
 use nix_deploy::trust::TrustChange;
@@ -147,4 +149,73 @@ async fn installs_nix_offline_then_deploys_and_a_second_prepare_changes_nothing(
         .unwrap();
     assert!(!rerun.changed(), "{rerun:?}");
     assert_eq!(rerun.sent_paths, 0);
+}
+
+/// A stand-in `systemctl` for a node without systemd: logs its arguments
+/// and runs the installed daemon for `start`/`restart`.
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+echo "$*" >> /run/systemctl.log
+case "$1" in
+  is-active) [ -S /nix/var/nix/daemon-socket/socket ] ;;
+  start|restart)
+    [ -e /run/nix-daemon.pid ] && kill "$(cat /run/nix-daemon.pid)" 2>/dev/null
+    rm -f /nix/var/nix/daemon-socket/socket
+    setsid /nix/var/nix/profiles/default/bin/nix-daemon --daemon </dev/null >/run/nix-daemon.log 2>&1 &
+    echo $! > /run/nix-daemon.pid
+    i=0; while [ ! -S /nix/var/nix/daemon-socket/socket ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done ;;
+esac
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_daemon_unit_is_installed_and_started_once() {
+    let package = nix_package().await;
+    let how = NixInstall::Closure {
+        package: package.clone(),
+    };
+    let cluster = Cluster::start(&ClusterSpec::new().node("bare", NodeKind::Bare)).unwrap();
+    let node = cluster.node("bare").unwrap();
+    node.run_ok(&format!(
+        "mkdir -p /run/systemd/system /usr/local/sbin && \
+         printf '%s' '{FAKE_SYSTEMCTL}' > /usr/local/sbin/systemctl && \
+         chmod +x /usr/local/sbin/systemctl && \
+         mkdir -p /nix/.nix-deploy-unpack/left-over && chmod -R a-w /nix/.nix-deploy-unpack"
+    ))
+    .unwrap();
+
+    let s = session(&cluster, "bare").await;
+    let first = prepare(&s, None, Some(&how)).await.unwrap();
+    let report = first.installed.expect("installed");
+    assert_eq!(report.service, DaemonService::Installed);
+    assert!(first.facts.daemon_socket, "the daemon listens");
+    assert_eq!(
+        node.run_ok("cat /etc/systemd/system/nix-daemon.service")
+            .unwrap(),
+        DAEMON_UNIT
+    );
+    assert_eq!(
+        node.run_ok("cat /run/systemctl.log").unwrap(),
+        "daemon-reload\nenable --quiet nix-daemon.service\nrestart nix-daemon.service\n"
+    );
+    assert!(node.run_ok("test ! -e /nix/.nix-deploy-unpack").is_ok());
+    // The daemon serves the store: a query through it sees the closure.
+    let through_daemon = node
+        .run_ok(&format!(
+            "NIX_REMOTE=daemon nix-store -qR {}",
+            package.to_absolute()
+        ))
+        .unwrap();
+    assert_eq!(
+        through_daemon.lines().count(),
+        local_closure(&package).len()
+    );
+
+    // Again: nothing to do, the running daemon is left alone.
+    let rerun = install(&s, &how, None).await.unwrap();
+    assert_eq!(rerun.service, DaemonService::Running);
+    assert!(!rerun.changed(), "{rerun:?}");
+    let log = node.run_ok("cat /run/systemctl.log").unwrap();
+    assert!(
+        log.ends_with("is-active --quiet nix-daemon.service\n"),
+        "{log}"
+    );
 }

@@ -231,7 +231,8 @@ pub(super) async fn link_commands(
     nix: &StorePath,
 ) -> Result<Vec<String>, InstallError> {
     let script = format!(
-        "set -e; mkdir -p {BIN_LINKS}; for f in {n}/bin/*; do c=${{f##*/}}; t={BIN_LINKS}/$c; \
+        "set -e; mkdir -p {BIN_LINKS}; for f in {n}/bin/*; do [ -e \"$f\" ] || continue; \
+         c=${{f##*/}}; t={BIN_LINKS}/$c; \
          if [ -e \"$t\" ] || [ -L \"$t\" ]; then continue; fi; \
          if [ -e {DEFAULT_PROFILE}/bin/$c ]; then ln -s {DEFAULT_PROFILE}/bin/$c \"$t\"; \
          else ln -s \"$f\" \"$t\"; fi; echo \"$c\"; done",

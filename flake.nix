@@ -53,6 +53,8 @@
       # Adding a worker = a hosts/<name>.nix file plus an entry in `nodes`.
       deploy = inventory.mkDeploy {
         packages = self.packages;
+        # The Nix `deploy prepare` installs on nodes without it (nix.install = "closure").
+        nixPackage = system: nixpkgs.legacyPackages.${system}.nix;
         cluster = {
           name = "k8s";
           acmeEmail = "admin@example.com";

@@ -42,7 +42,10 @@
     };
 
   # One node. `profile` is the host's package profile (a buildEnv); the
-  # profile lands at `profilePath` on the node.
+  # profile lands at `profilePath` on the node. `nix` says how `deploy
+  # prepare` installs Nix on a node without it: `install` is "closure"
+  # (push `package`, a Nix package, from the deployer's store: no network
+  # needed on the node) or "apt" (Debian's nix-bin).
   mkNode =
     { hostname ? null
     , role ? null
@@ -52,15 +55,19 @@
     , sshPort ? 22
     , profilePath ? "/nix/var/nix/profiles/nix-deploy"
     , k3s ? { }
+    , nix ? { }
     }: {
       inherit hostname sshUser sshPort role system profile profilePath;
       k3s = { extraFlags = [ ]; } // k3s;
+      nix = { install = "closure"; package = null; } // nix;
     };
 
   # The whole `deploy` output: `nodes` maps node names to mkNode arguments
   # without `profile`, which defaults to the package of the same name
   # (`packages.<system>.<node>`, built from `hosts/<node>.nix`).
-  mkDeploy = { packages, cluster ? { }, nodes }:
+  # `nixPackage system` is the Nix a node of that system gets installed
+  # (`nix.package`, unless the node sets it).
+  mkDeploy = { packages, nixPackage ? (system: null), cluster ? { }, nodes }:
     let inventory = import ./inventory.nix; in
     {
       cluster = inventory.mkCluster cluster;
@@ -70,7 +77,9 @@
           inventory.mkNode ({
             profile = packages.${system}.${name} or (throw
               "deploy.nodes.${name}: no profile: add hosts/${name}.nix (it becomes packages.${system}.${name}) or set `profile`");
-          } // node))
+          } // node // {
+            nix = { package = nixPackage system; } // (node.nix or { });
+          }))
         nodes;
     };
 }

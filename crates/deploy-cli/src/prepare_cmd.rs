@@ -1,14 +1,22 @@
 //! `deploy prepare [all|NODE...]`: what each node has (Nix, its version, a
-//! daemon, the SSH user) and, with `--sign`/`--signing-key`, making the
-//! node's nix.conf trust the deployer's key. Installing Nix on a node
-//! without it is not implemented yet; such a node fails with that message.
+//! daemon, the SSH user), installing Nix on a node without it (the node's
+//! `nix.install` method, or `--nix-install`; the `closure` method builds
+//! the inventory's `nix.package` first, once) and, with
+//! `--sign`/`--signing-key`, making the node's nix.conf trust the
+//! deployer's key.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use deploy_ssh::SshSession;
-use nix_deploy::prepare::{prepare, PrepareReport};
+use nix_deploy::apt_install::AptChange;
+use nix_deploy::install::{DaemonService, InstallMethod, Installed, NixInstall};
+use nix_deploy::inventory::{build_nix_package, NodeConfig};
+use nix_deploy::nix_cli::NixCli;
+use nix_deploy::prepare::{inspect, prepare, PrepareReport};
 use nix_deploy::trust::TrustChange;
+use nix_wire::StorePath;
 use serde_json::json;
 
 use crate::inventory_args::{InventoryArgs, ResolveError};
@@ -23,10 +31,23 @@ pub struct PrepareArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// How to install Nix on a node without it, instead of the node's
+    /// `nix.install` in the inventory.
+    #[arg(long, value_name = "METHOD")]
+    nix_install: Option<Method>,
     #[command(flatten)]
     signing: SigningArgs,
     #[command(flatten)]
     inventory: InventoryArgs,
+}
+
+/// `--nix-install` values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Method {
+    /// Push the inventory's Nix package from this machine's store.
+    Closure,
+    /// Debian's nix-bin (not implemented yet).
+    Apt,
 }
 
 /// Why `deploy prepare` stopped before any node.
@@ -45,13 +66,23 @@ pub async fn run(args: PrepareArgs) -> Result<ExitCode, PrepareCmdError> {
     let nodes = args.inventory.resolve(&args.nodes).await?;
     let key = args.signing.load()?.map(|k| k.public_key());
     let ssh = args.inventory.ssh.options();
+    let nix = args.inventory.nix();
+    let mut built = BTreeMap::new();
     let mut failed = 0;
     let mut results = Vec::new();
     for (node, target) in &nodes {
         let result = match SshSession::connect(target, &ssh).await {
-            Ok(session) => prepare(&session, key.as_ref())
+            Ok(session) => {
+                prepare_node(
+                    &session,
+                    node,
+                    args.nix_install,
+                    key.as_ref(),
+                    &nix,
+                    &mut built,
+                )
                 .await
-                .map_err(|e| e.to_string()),
+            }
             Err(e) => Err(e.to_string()),
         };
         failed += usize::from(result.is_err());
@@ -64,6 +95,8 @@ pub async fn run(args: PrepareArgs) -> Result<ExitCode, PrepareCmdError> {
         results.push(match result {
             Ok(r) => json!({"name": node.name, "user": r.facts.user, "nixVersion": r.facts.nix_version,
                 "daemonSocket": r.facts.daemon_socket,
+                "installed": r.installed.as_ref().map(install_json),
+                "changed": r.changed(),
                 "keyTrusted": r.trusted_key.map(|c| if c == TrustChange::Changed { "added" } else { "already" })}),
             Err(e) => json!({"name": node.name, "error": e}),
         });
@@ -76,6 +109,66 @@ pub async fn run(args: PrepareArgs) -> Result<ExitCode, PrepareCmdError> {
         f if f == nodes.len() => ExitCode::from(4),
         _ => ExitCode::from(3),
     })
+}
+
+/// Prepares one node: if it has no Nix, builds the Nix package its method
+/// needs (once per package, kept in `built`) and installs it.
+async fn prepare_node(
+    session: &SshSession,
+    node: &NodeConfig,
+    method: Option<Method>,
+    key: Option<&nix_wire::signing::PublicKey>,
+    nix: &NixCli,
+    built: &mut BTreeMap<String, StorePath>,
+) -> Result<PrepareReport, String> {
+    let facts = inspect(session).await.map_err(|e| e.to_string())?;
+    let how = match facts.nix_version {
+        Some(_) => None,
+        None => Some(match method.map_or(node.nix.install, Method::into) {
+            InstallMethod::Apt => NixInstall::Apt,
+            InstallMethod::Closure => {
+                let installable = &node.nix.package_installable;
+                let package = match built.get(installable) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = build_nix_package(nix, node)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        built.insert(installable.clone(), p.clone());
+                        p
+                    }
+                };
+                NixInstall::Closure { package }
+            }
+        }),
+    };
+    prepare(session, key, how.as_ref())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+impl From<Method> for InstallMethod {
+    fn from(m: Method) -> Self {
+        match m {
+            Method::Closure => InstallMethod::Closure,
+            Method::Apt => InstallMethod::Apt,
+        }
+    }
+}
+
+fn install_json(installed: &Installed) -> serde_json::Value {
+    match installed {
+        Installed::Closure(r) => json!({"method": "closure", "package": r.package.to_string(),
+            "closurePaths": r.closure_paths,
+            "sentPaths": r.sent_paths, "sentBytes": r.sent_bytes,
+            "registeredPaths": r.registered_paths, "buildUsersCreated": r.build_users_created,
+            "nixConfChanged": r.nix_conf == TrustChange::Changed, "profileCreated": r.profile_created,
+            "linkedCommands": r.linked_commands, "service": format!("{:?}", r.service),
+            "seconds": r.elapsed.as_secs_f64()}),
+        Installed::Apt(r) => json!({"method": "apt", "nixVersion": r.nix_version,
+            "packages": match &r.change { AptChange::Installed(p) => p.clone(), AptChange::AlreadyInstalled => Vec::new() },
+            "systemd": r.systemd, "daemonSocket": r.daemon_socket}),
+    }
 }
 
 fn describe(r: &PrepareReport) -> String {
@@ -93,5 +186,28 @@ fn describe(r: &PrepareReport) -> String {
         Some(TrustChange::Unchanged) => "; deployer key already trusted",
         None => "",
     };
-    format!("Nix {nix}, {daemon}, logged in as {}{key}", f.user)
+    let installed = match &r.installed {
+        Some(Installed::Apt(a)) => match &a.change {
+            AptChange::Installed(p) => format!(" (installed now with apt: {})", p.join(" ")),
+            AptChange::AlreadyInstalled => " (from apt)".to_owned(),
+        },
+        Some(Installed::Closure(i)) => format!(
+            " (installed now: {} of {} paths, {:.1} MiB, in {:.1} s; {})",
+            i.sent_paths,
+            i.closure_paths,
+            i.sent_bytes as f64 / (1024.0 * 1024.0),
+            i.elapsed.as_secs_f64(),
+            match i.service {
+                DaemonService::NoSystemd => "no systemd: no nix-daemon service",
+                DaemonService::Running => "nix-daemon running",
+                DaemonService::Started => "nix-daemon started",
+                DaemonService::Installed => "nix-daemon.service installed and started",
+            }
+        ),
+        None => String::new(),
+    };
+    format!(
+        "Nix {nix}{installed}, {daemon}, logged in as {}{key}",
+        f.user
+    )
 }

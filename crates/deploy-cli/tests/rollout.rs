@@ -104,11 +104,15 @@ fn deploy_all_then_diff_names_exactly_a_version_bump() {
     let diff = by_name(&json(&out));
     assert_eq!(
         names(&diff[MAIN]["diff"]["added"]),
-        ["cowsay", "htop", "k3s"].map(String::from).into()
+        ["cowsay", "htop", "k3s", "k3s-install-script"]
+            .map(String::from)
+            .into()
     );
     assert_eq!(
         names(&diff[WORKER]["diff"]["added"]),
-        ["dinosay", "htop", "k3s"].map(String::from).into()
+        ["dinosay", "htop", "k3s", "k3s-install-script"]
+            .map(String::from)
+            .into()
     );
     assert!(diff[MAIN]["diff"]["oldProfile"].is_null());
     assert!(diff[MAIN]["diff"]["transferPaths"].as_u64().unwrap() > 3);
@@ -123,16 +127,33 @@ fn deploy_all_then_diff_names_exactly_a_version_bump() {
         String::from_utf8_lossy(&out.stderr)
     );
     let summary = by_name(&json(&out));
+    // (systemctl: the fixture's recording stand-in, as test nodes have no systemd.)
     for (name, node, programs) in [
         (
             MAIN,
             main,
-            vec!["cowsay", "crictl", "ctr", "htop", "k3s", "kubectl"],
+            vec![
+                "cowsay",
+                "crictl",
+                "ctr",
+                "htop",
+                "k3s",
+                "kubectl",
+                "systemctl",
+            ],
         ),
         (
             WORKER,
             worker,
-            vec!["crictl", "ctr", "dinosay", "htop", "k3s", "kubectl"],
+            vec![
+                "crictl",
+                "ctr",
+                "dinosay",
+                "htop",
+                "k3s",
+                "kubectl",
+                "systemctl",
+            ],
         ),
     ] {
         assert_eq!(summary[name]["status"], "ok", "{:?}", summary[name]);

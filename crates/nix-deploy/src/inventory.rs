@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nix_wire::StorePath;
 use serde::Deserialize;
 
+use crate::install::InstallMethod;
 use crate::nix_cli::{NixCli, NixError};
 
 mod node;
@@ -103,6 +104,21 @@ pub struct NodeConfig {
     pub profile_path: String,
     /// This node's k3s settings.
     pub k3s: NodeK3s,
+    /// How Nix is installed on the node if it has none.
+    pub nix: NodeNix,
+}
+
+/// How `deploy prepare` installs Nix on a node without it
+/// (`deploy.nodes.<name>.nix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNix {
+    /// The method (`install`, default `closure`).
+    pub install: InstallMethod,
+    /// The Nix package the `closure` method pushes (as evaluated; it may
+    /// not be built yet), if the inventory gives one.
+    pub package: Option<StorePath>,
+    /// The installable that builds it: `FLAKE#deploy.nodes.<name>.nix.package`.
+    pub package_installable: String,
 }
 
 /// A node's k3s settings (`deploy.nodes.<name>.k3s`).
@@ -295,4 +311,30 @@ pub async fn build_profiles(
             }),
         })
         .collect()
+}
+
+/// Builds the Nix package the `closure` method installs on `node`.
+pub async fn build_nix_package(
+    nix: &NixCli,
+    node: &NodeConfig,
+) -> Result<StorePath, InventoryError> {
+    let expected = node.nix.package.clone().ok_or_else(|| InventoryError::Field {
+        node: node.name.clone(),
+        field: "nix.package",
+        problem: "is not set: give mkDeploy `nixPackage = system: nixpkgs.legacyPackages.${system}.nix;` or set the node's nix.package".to_owned(),
+    })?;
+    let results = nix
+        .build(std::slice::from_ref(&node.nix.package_installable))
+        .await?;
+    match results
+        .iter()
+        .flat_map(|r| r.outputs.values())
+        .any(|p| *p == expected)
+    {
+        true => Ok(expected),
+        false => Err(InventoryError::MissingBuild {
+            node: node.name.clone(),
+            expected,
+        }),
+    }
 }

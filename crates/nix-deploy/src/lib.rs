@@ -9,7 +9,8 @@
 //! - [`closure`]: closures with path infos, from any store's daemon;
 //! - [`copy`]: the copy engine, pushing a closure to a node's store;
 //! - [`keys`]: the deployer's own signing key;
-//! - [`trust`]: making a node trust that key;
+//! - [`trust`]: making a node trust that key (our block of nix.conf);
+//! - [`install`]: installing Nix on a node without it (the `closure` method);
 //! - [`prepare`]: what a node has, and making it trust our key;
 //! - [`apt_install`]: installing Nix on a Debian node with apt (`nix-bin`);
 //! - [`profile`]: reading and switching a node's profile;
@@ -28,6 +29,7 @@ pub mod copy;
 pub mod deploy;
 pub mod diff;
 pub mod ingress;
+pub mod install;
 pub mod inventory;
 pub mod k3s;
 pub mod keys;

@@ -1,12 +1,13 @@
-//! Preparing a node (ConfigureVPS), the part that exists so far: finding
-//! out what the node has (Nix and its version, whether a daemon serves the
-//! store, who we are there) and making it trust the deployer's signing key.
-//! Installing Nix on a node without it (the `closure` and `apt` methods)
-//! is not written yet: such a node gets an error that says so.
+//! Preparing a node (ConfigureVPS): finding out what the node has (Nix and
+//! its version, whether a daemon serves the store, who we are there),
+//! installing Nix when it has none ([`crate::install`]; the `closure`
+//! method, `apt` is not written yet), and making it trust the deployer's
+//! signing key.
 
 use deploy_ssh::SshSession;
 use nix_wire::signing::PublicKey;
 
+use crate::install::{install, InstallError, Installed, NixInstall};
 use crate::profile::{node_name, run, ProfileError};
 use crate::trust::{trust_key, TrustChange, TrustError};
 
@@ -28,8 +29,18 @@ pub struct NodeFacts {
 pub struct PrepareReport {
     /// What the node has.
     pub facts: NodeFacts,
+    /// What installing Nix did (`None`: the node had Nix already).
+    pub installed: Option<Installed>,
     /// Whether nix.conf changed to trust our key (`None`: no key given).
     pub trusted_key: Option<TrustChange>,
+}
+
+impl PrepareReport {
+    /// Whether preparing changed anything on the node.
+    pub fn changed(&self) -> bool {
+        self.installed.as_ref().is_some_and(Installed::changed)
+            || self.trusted_key == Some(TrustChange::Changed)
+    }
 }
 
 /// Why preparing failed.
@@ -38,13 +49,25 @@ pub enum PrepareError {
     /// Inspecting the node failed.
     #[error(transparent)]
     Inspect(#[from] ProfileError),
-    /// The node has no Nix, and installing it is not written yet.
+    /// The node has no Nix, and no install method was given.
     #[error(
-        "{node}: Nix is not installed (no nix-store on PATH); installing it from the deployer \
-         (the `closure` and `apt` methods) is not implemented yet: install Debian's nix-bin on \
-         the node (apt-get install nix-bin) and run `deploy prepare` again"
+        "{node}: Nix is not installed (no nix-store on PATH) and no install method was given: \
+         run `deploy prepare --nix-install closure`, or install Debian's nix-bin on the node \
+         (apt-get install nix-bin), then run `deploy prepare` again"
     )]
     NixMissing {
+        /// The node.
+        node: String,
+    },
+    /// Installing Nix failed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// Nix was installed but SSH commands do not find it.
+    #[error(
+        "{node}: Nix was installed but `nix-store` is not on the PATH of SSH commands: \
+         check that /usr/local/bin is on it (sshd's PATH, or ~/.ssh/environment)"
+    )]
+    NotOnPath {
         /// The node.
         node: String,
     },
@@ -79,21 +102,32 @@ pub async fn inspect(session: &SshSession) -> Result<NodeFacts, ProfileError> {
     })
 }
 
-/// Inspects the node, refuses a node without Nix, and (given `key`) makes
-/// its nix.conf trust the deployer's key. Running it again changes nothing.
+/// Inspects the node, installs Nix as `nix` says if it has none (refusing
+/// such a node without `nix`), and (given `key`) makes its nix.conf trust
+/// the deployer's key. Running it again changes nothing.
 pub async fn prepare(
     session: &SshSession,
     key: Option<&PublicKey>,
+    nix: Option<&NixInstall>,
 ) -> Result<PrepareReport, PrepareError> {
-    let facts = inspect(session).await?;
+    let mut facts = inspect(session).await?;
+    let mut installed = None;
     if facts.nix_version.is_none() {
-        return Err(PrepareError::NixMissing {
-            node: node_name(session),
-        });
+        let node = node_name(session);
+        let how = nix.ok_or_else(|| PrepareError::NixMissing { node: node.clone() })?;
+        installed = Some(install(session, how, None).await?);
+        facts = inspect(session).await?;
+        if facts.nix_version.is_none() {
+            return Err(PrepareError::NotOnPath { node });
+        }
     }
     let trusted_key = match key {
         Some(key) => Some(trust_key(session, key).await?),
         None => None,
     };
-    Ok(PrepareReport { facts, trusted_key })
+    Ok(PrepareReport {
+        facts,
+        installed,
+        trusted_key,
+    })
 }

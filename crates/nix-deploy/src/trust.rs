@@ -5,6 +5,8 @@
 //! honour it. The user's other lines are kept byte for byte, and a second
 //! run writes nothing. Nothing is restarted: the node's `nix-daemon` reads
 //! nix.conf when it starts, so restart it after a [`TrustChange::Changed`].
+//! The same block holds the other settings we manage ([`set_settings`],
+//! e.g. `build-users-group` after installing Nix).
 
 use deploy_ssh::{SshError, SshSession};
 use nix_wire::signing::PublicKey;
@@ -24,7 +26,7 @@ const SETTING: &str = "extra-trusted-public-keys";
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
     /// Editing nix.conf needs root.
-    #[error("{node}: editing {NIX_CONF} needs root; connect as root to trust the deployer key")]
+    #[error("{node}: editing {NIX_CONF} needs root; connect as root (sshUser = \"root\")")]
     NotRoot {
         /// The node.
         node: String,
@@ -63,55 +65,111 @@ pub enum TrustChange {
     Changed,
 }
 
+/// `config` with our block's lines (each ending in a newline) changed by
+/// `edit`: the block is appended if missing; lines outside it are kept
+/// byte for byte.
+fn edit_block(config: &str, edit: impl FnOnce(&mut Vec<String>)) -> Result<String, String> {
+    let lines: Vec<&str> = config.split_inclusive('\n').collect();
+    let (head, mut inner, tail) = match lines.iter().position(|l| l.trim_end() == BEGIN) {
+        None => {
+            let sep = if config.is_empty() || config.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            };
+            (
+                format!("{config}{sep}{BEGIN}\n"),
+                Vec::new(),
+                format!("{END}\n"),
+            )
+        }
+        Some(begin) => {
+            let end = lines[begin..]
+                .iter()
+                .position(|l| l.trim_end() == END)
+                .map(|i| begin + i)
+                .ok_or_else(|| {
+                    format!("`{BEGIN}` has no matching `{END}`: fix the file by hand")
+                })?;
+            let inner = lines[begin + 1..end]
+                .iter()
+                .map(|l| l.to_string())
+                .collect();
+            (lines[..=begin].concat(), inner, lines[end..].concat())
+        }
+    };
+    edit(&mut inner);
+    Ok(format!("{head}{}{tail}", inner.concat()))
+}
+
+/// The value of `line` if it sets `name` (`name = value`).
+fn value_of<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_once('=')
+        .filter(|(n, _)| n.trim() == name)
+        .map(|(_, v)| v.trim())
+}
+
 /// `config` with `key` in our block's `extra-trusted-public-keys` line:
 /// the block is appended if missing; lines outside it are untouched; the
 /// same text comes back if the key is already there.
 pub fn with_trusted_key(config: &str, key: &PublicKey) -> Result<String, String> {
     let key = key.to_string();
-    let lines: Vec<&str> = config.split_inclusive('\n').collect();
-    let begin = lines.iter().position(|l| l.trim_end() == BEGIN);
-    let Some(begin) = begin else {
-        let sep = if config.is_empty() || config.ends_with('\n') {
-            ""
-        } else {
-            "\n"
-        };
-        return Ok(format!("{config}{sep}{BEGIN}\n{SETTING} = {key}\n{END}\n"));
-    };
-    let end = lines[begin..]
-        .iter()
-        .position(|l| l.trim_end() == END)
-        .map(|i| begin + i)
-        .ok_or_else(|| format!("`{BEGIN}` has no matching `{END}`: fix the file by hand"))?;
-    let mut out: String = lines[..=begin].concat();
-    let mut found = false;
-    for line in &lines[begin + 1..end] {
-        let value = line
-            .split_once('=')
-            .filter(|(name, _)| name.trim() == SETTING)
-            .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>());
-        match value {
-            Some(keys) if !found => {
-                found = true;
-                if keys.contains(&key.as_str()) {
-                    out.push_str(line);
-                } else {
-                    out.push_str(&format!("{SETTING} = {} {key}\n", keys.join(" ")));
+    edit_block(config, |lines| {
+        match lines.iter().position(|l| value_of(l, SETTING).is_some()) {
+            Some(i) => {
+                let keys: Vec<&str> = value_of(&lines[i], SETTING)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect();
+                if !keys.contains(&key.as_str()) {
+                    lines[i] = format!("{SETTING} = {} {key}\n", keys.join(" "));
                 }
             }
-            _ => out.push_str(line),
+            None => lines.push(format!("{SETTING} = {key}\n")),
         }
-    }
-    if !found {
-        out.push_str(&format!("{SETTING} = {key}\n"));
-    }
-    out.push_str(&lines[end..].concat());
-    Ok(out)
+    })
+}
+
+/// `config` with `name = value` in our block (replacing the block's line
+/// for `name`, if any); the same text if it is already so.
+pub fn with_setting(config: &str, name: &str, value: &str) -> Result<String, String> {
+    edit_block(config, |lines| {
+        let line = format!("{name} = {value}\n");
+        match lines.iter().position(|l| value_of(l, name).is_some()) {
+            Some(i) if value_of(&lines[i], name) == Some(value) => {}
+            Some(i) => lines[i] = line,
+            None => lines.push(line),
+        }
+    })
 }
 
 /// Adds `key` to the trusted public keys in the node's nix.conf, over a
 /// root SSH session. Restarts nothing.
 pub async fn trust_key(session: &SshSession, key: &PublicKey) -> Result<TrustChange, TrustError> {
+    edit_nix_conf(session, |old| with_trusted_key(old, key)).await
+}
+
+/// Sets each `(name, value)` in our block of the node's nix.conf, over a
+/// root SSH session. Restarts nothing.
+pub async fn set_settings(
+    session: &SshSession,
+    settings: &[(&str, &str)],
+) -> Result<TrustChange, TrustError> {
+    edit_nix_conf(session, |old| {
+        settings
+            .iter()
+            .try_fold(old.to_owned(), |text, (name, value)| {
+                with_setting(&text, name, value)
+            })
+    })
+    .await
+}
+
+/// Rewrites the node's nix.conf as `edit` says, if that changes it.
+async fn edit_nix_conf(
+    session: &SshSession,
+    edit: impl FnOnce(&str) -> Result<String, String>,
+) -> Result<TrustChange, TrustError> {
     let node = format!("{}@{}:{}", session.user(), session.host(), session.port());
     if session.user() != "root" {
         return Err(TrustError::NotRoot { node });
@@ -134,7 +192,7 @@ pub async fn trust_key(session: &SshSession, key: &PublicKey) -> Result<TrustCha
         reason,
     };
     let old = String::from_utf8(read.stdout).map_err(|_| bad("not UTF-8".to_owned()))?;
-    let new = with_trusted_key(&old, key).map_err(bad)?;
+    let new = edit(&old).map_err(bad)?;
     if new == old {
         return Ok(TrustChange::Unchanged);
     }
@@ -198,6 +256,23 @@ mod tests {
             )
         );
         assert_eq!(with_trusted_key(&twice, &key(1)).unwrap(), twice);
+    }
+
+    #[test]
+    fn settings_replace_their_own_line_only() {
+        let user = "build-users-group = mine\n";
+        let once = with_setting(user, "build-users-group", "nixbld").unwrap();
+        assert_eq!(
+            once,
+            format!("{user}{BEGIN}\nbuild-users-group = nixbld\n{END}\n")
+        );
+        assert_eq!(
+            with_setting(&once, "build-users-group", "nixbld").unwrap(),
+            once
+        );
+        let keyed = with_trusted_key(&once, &key(1)).unwrap();
+        let changed = with_setting(&keyed, "build-users-group", "other").unwrap();
+        assert_eq!(changed, keyed.replace("= nixbld", "= other"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod flake_support;
 use std::path::Path;
 
 use flake_support::*;
+use nix_deploy::install::InstallMethod;
 use nix_deploy::inventory::{build_profiles, Inventory, InventoryError, Role};
 use nix_deploy::nix_cli::{NixCli, NixError};
 
@@ -40,6 +41,15 @@ async fn inventory_has_both_nodes_and_the_cluster_settings() {
         format!("{}#deploy.nodes.k8s-cluster-main.profile", nix.flake)
     );
     assert!(main.k3s.extra_flags.is_empty());
+    assert_eq!(main.nix.install, InstallMethod::Closure);
+    assert_eq!(
+        main.nix.package.as_ref().map(|p| p.name()),
+        Some("nix-2.8.0")
+    );
+    assert_eq!(
+        main.nix.package_installable,
+        format!("{}#deploy.nodes.k8s-cluster-main.nix.package", nix.flake)
+    );
     let node1 = &inv.nodes["k8s-cluster-node-1"];
     assert_eq!(node1.hostname, "203.0.113.11");
     assert_eq!(node1.role, Role::Agent);
@@ -246,6 +256,23 @@ async fn an_unknown_role_names_the_node_and_the_allowed_roles() {
     assert_eq!(
         err.to_string(),
         "node `k8s-cluster-node-1`: role \"worker\" is unknown: use one of \"server\", \"agent\""
+    );
+}
+
+#[tokio::test]
+async fn a_node_sets_its_nix_install_method_and_an_unknown_one_is_refused() {
+    let apt = "role = \"agent\"; nix.install = \"apt\";";
+    let inv = load_edited(&[("role = \"agent\";", apt)]).await.unwrap();
+    let node1 = &inv.nodes["k8s-cluster-node-1"];
+    assert_eq!(node1.nix.install, InstallMethod::Apt);
+    assert!(node1.nix.package.is_some(), "the default package stays");
+    let brew = "role = \"agent\"; nix.install = \"brew\";";
+    let err = load_edited(&[("role = \"agent\";", brew)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node `k8s-cluster-node-1`: nix.install \"brew\" is unknown: use one of \"closure\", \"apt\""
     );
 }
 

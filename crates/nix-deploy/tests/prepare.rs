@@ -29,7 +29,7 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
     let node = cluster.node("nix").unwrap();
     node.start_nix_daemon().unwrap();
     let s = session(&cluster, "nix").await;
-    let first = prepare(&s, Some(&key)).await.unwrap();
+    let first = prepare(&s, Some(&key), None).await.unwrap();
     assert_eq!(first.facts.user, "root");
     assert!(first.facts.is_root);
     assert_eq!(first.facts.nix_version.as_deref(), Some("2.26.3"));
@@ -37,7 +37,7 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
     assert_eq!(first.trusted_key, Some(TrustChange::Changed));
     let conf = node.run_ok("cat /etc/nix/nix.conf").unwrap();
     assert!(conf.contains(&key.to_string()), "{conf}");
-    let again = prepare(&s, Some(&key)).await.unwrap();
+    let again = prepare(&s, Some(&key), None).await.unwrap();
     assert_eq!(again.trusted_key, Some(TrustChange::Unchanged));
     assert_eq!(
         node.run_ok("cat /etc/nix/nix.conf").unwrap(),
@@ -46,7 +46,7 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
     );
 
     let bare = session(&cluster, "bare").await;
-    let err = prepare(&bare, Some(&key)).await.unwrap_err();
+    let err = prepare(&bare, Some(&key), None).await.unwrap_err();
     assert!(matches!(err, PrepareError::NixMissing { .. }), "{err}");
     assert!(err.to_string().contains("apt-get install nix-bin"), "{err}");
 }

@@ -106,7 +106,16 @@ pub(crate) fn start_holder(kind: NodeKind, name: &str, netns: &str, dir: &Path) 
             let (nix, upper, work) = (mkdir("nix/store")?, mkdir("etc-upper")?, mkdir("etc-work")?);
             let (var_upper, var_work) = (mkdir("var-upper")?, mkdir("var-work")?);
             let nix = nix.trim_end_matches("/store");
-            holder.args([LOCAL_SCRIPT, "sh", nix, &upper, &work, &var_upper, &var_work, name]);
+            holder.args([
+                LOCAL_SCRIPT,
+                "sh",
+                nix,
+                &upper,
+                &work,
+                &var_upper,
+                &var_work,
+                name,
+            ]);
         }
     }
     let log = dir.join("holder.log");

@@ -4,7 +4,8 @@
 use nix_wire::StorePath;
 use serde_json::Value;
 
-use super::{InventoryError, NodeConfig, NodeK3s, Role};
+use super::{InventoryError, NodeConfig, NodeK3s, NodeNix, Role};
+use crate::install::InstallMethod;
 use crate::nix_cli::NixCli;
 
 /// Where profiles live on nodes unless the inventory says otherwise.
@@ -100,6 +101,7 @@ pub(super) fn check_node(
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| f.error("k3s", format!("is not {{ extraFlags = [ \"…\" ]; }}: {e}")))?,
     };
+    let nix_settings = check_nix(nix, &f, name)?;
     Ok(NodeConfig {
         name: name.to_string(),
         hostname,
@@ -111,6 +113,48 @@ pub(super) fn check_node(
         profile_installable: nix.installable(&format!("deploy.nodes.{}.profile", attr_name(name))),
         profile_path,
         k3s,
+        nix: nix_settings,
+    })
+}
+
+/// Checks the node's `nix` settings (`{ install = "closure"; package = …; }`).
+fn check_nix(nix: &NixCli, f: &Fields<'_>, name: &str) -> Result<NodeNix, InventoryError> {
+    let empty = serde_json::Map::new();
+    let map = match f.map.get("nix") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(f.error(
+                "nix",
+                format!("must be {{ install = \"closure\"; package = …; }}, not {other}"),
+            ))
+        }
+    };
+    let install = match map.get("install") {
+        None | Some(Value::Null) => InstallMethod::default(),
+        Some(v) => v.as_str().and_then(InstallMethod::parse).ok_or_else(|| {
+            let allowed = InstallMethod::ALLOWED.join("\", \"");
+            f.error(
+                "nix.install",
+                format!("{v} is unknown: use one of \"{allowed}\""),
+            )
+        })?,
+    };
+    let package = match map.get("package") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(
+            StorePath::parse(p)
+                .map_err(|e| f.error("nix.package", format!("is not a package: {e}")))?,
+        ),
+        Some(other) => {
+            return Err(f.error("nix.package", format!("must be a package, not {other}")))
+        }
+    };
+    Ok(NodeNix {
+        install,
+        package,
+        package_installable: nix
+            .installable(&format!("deploy.nodes.{}.nix.package", attr_name(name))),
     })
 }
 

@@ -11,6 +11,7 @@ mod copy;
 mod generations;
 mod inventory_args;
 mod logging;
+mod nix_source;
 mod path_info_json;
 mod prepare_cmd;
 mod progress;

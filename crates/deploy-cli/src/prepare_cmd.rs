@@ -5,21 +5,19 @@
 //! `--sign`/`--signing-key`, making the node's nix.conf trust the
 //! deployer's key.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use deploy_ssh::SshSession;
 use nix_deploy::apt_install::AptChange;
-use nix_deploy::install::{DaemonService, InstallMethod, Installed, NixInstall};
-use nix_deploy::inventory::{build_nix_package, NodeConfig};
-use nix_deploy::nix_cli::NixCli;
+use nix_deploy::install::{DaemonService, InstallMethod, Installed};
+use nix_deploy::inventory::NodeConfig;
 use nix_deploy::prepare::{inspect, prepare, PrepareReport};
 use nix_deploy::trust::TrustChange;
-use nix_wire::StorePath;
 use serde_json::json;
 
 use crate::inventory_args::{InventoryArgs, ResolveError};
+use crate::nix_source::InventoryNix;
 use crate::signing_args::SigningArgs;
 
 /// Arguments of `deploy prepare`.
@@ -46,7 +44,7 @@ pub struct PrepareArgs {
 enum Method {
     /// Push the inventory's Nix package from this machine's store.
     Closure,
-    /// Debian's nix-bin (not implemented yet).
+    /// Debian's nix-bin, with the node's apt.
     Apt,
 }
 
@@ -66,23 +64,16 @@ pub async fn run(args: PrepareArgs) -> Result<ExitCode, PrepareCmdError> {
     let nodes = args.inventory.resolve(&args.nodes).await?;
     let key = args.signing.load()?.map(|k| k.public_key());
     let ssh = args.inventory.ssh.options();
-    let nix = args.inventory.nix();
-    let mut built = BTreeMap::new();
+    let source = InventoryNix::new(
+        args.inventory.nix(),
+        nodes.iter().map(|(n, _)| n.clone()),
+        args.nix_install.map(Into::into),
+    );
     let mut failed = 0;
     let mut results = Vec::new();
     for (node, target) in &nodes {
         let result = match SshSession::connect(target, &ssh).await {
-            Ok(session) => {
-                prepare_node(
-                    &session,
-                    node,
-                    args.nix_install,
-                    key.as_ref(),
-                    &nix,
-                    &mut built,
-                )
-                .await
-            }
+            Ok(session) => prepare_node(&session, node, key.as_ref(), &source).await,
             Err(e) => Err(e.to_string()),
         };
         failed += usize::from(result.is_err());
@@ -111,36 +102,17 @@ pub async fn run(args: PrepareArgs) -> Result<ExitCode, PrepareCmdError> {
     })
 }
 
-/// Prepares one node: if it has no Nix, builds the Nix package its method
-/// needs (once per package, kept in `built`) and installs it.
+/// Prepares one node: if it has no Nix, installs it as `source` says.
 async fn prepare_node(
     session: &SshSession,
     node: &NodeConfig,
-    method: Option<Method>,
     key: Option<&nix_wire::signing::PublicKey>,
-    nix: &NixCli,
-    built: &mut BTreeMap<String, StorePath>,
+    source: &InventoryNix,
 ) -> Result<PrepareReport, String> {
     let facts = inspect(session).await.map_err(|e| e.to_string())?;
     let how = match facts.nix_version {
         Some(_) => None,
-        None => Some(match method.map_or(node.nix.install, Method::into) {
-            InstallMethod::Apt => NixInstall::Apt,
-            InstallMethod::Closure => {
-                let installable = &node.nix.package_installable;
-                let package = match built.get(installable) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = build_nix_package(nix, node)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        built.insert(installable.clone(), p.clone());
-                        p
-                    }
-                };
-                NixInstall::Closure { package }
-            }
-        }),
+        None => Some(source.for_node(node).await.map_err(|e| e.to_string())?),
     };
     prepare(session, key, how.as_ref())
         .await

@@ -230,6 +230,11 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                     bar.set_message(format!("{stage}: {message}"));
                 }
             }
+            DeployEvent::InstallingNix { name } => {
+                if let Some(bar) = bars.get(&name) {
+                    bar.set_message("no Nix: installing it");
+                }
+            }
         }
     }
     for bar in bars.values() {
@@ -250,6 +255,7 @@ fn event_line(event: &DeployEvent) -> Option<String> {
             stage,
             message,
         } => format!("{name}: {stage}: {message}"),
+        DeployEvent::InstallingNix { name } => format!("{name}: no Nix: installing it"),
         DeployEvent::Copy { name, event: CopyEvent::Planned { closure_paths, present_paths, missing_paths, missing_bytes } } => format!(
             "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
             HumanBytes(*missing_bytes)
@@ -271,6 +277,7 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
             stage,
             message,
         } => json!({"event": "stage", "node": name, "stage": stage, "message": message}),
+        DeployEvent::InstallingNix { name } => json!({"event": "installingNix", "node": name}),
         DeployEvent::Copy {
             name,
             event:

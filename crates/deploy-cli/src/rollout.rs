@@ -9,6 +9,7 @@
 //! rolled back) and others succeeded, 4 every node failed.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster_stages::{self, ClusterStageError, ClusterStages};
 use crate::inventory_args::{InventoryArgs, ResolveError};
+use crate::nix_source::InventoryNix;
 use crate::report::{self, Verbosity};
 use crate::signing_args::SigningArgs;
 
@@ -138,6 +140,7 @@ impl RolloutArgs {
             }),
             lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
             stages: Vec::new(),
+            install_nix: None,
         }
     }
 }
@@ -198,6 +201,12 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     if let Some(cluster) = &cluster {
         opts.stages = cluster.stages();
     }
+    // Nodes without Nix get it before their first transfer.
+    opts.install_nix = Some(Arc::new(InventoryNix::new(
+        nix.clone(),
+        selected.iter().map(|(n, _)| n.clone()),
+        None,
+    )));
     if args.diff {
         let diffs = diff_nodes(plans, &opts).await;
         let failed = diffs.iter().filter(|(_, r)| r.is_err()).count();

@@ -76,3 +76,38 @@ fn prepare_installs_nix_on_a_bare_node_once_and_a_deploy_follows() {
     let again = node_json(&deploy(&cluster, &["prepare"], &apt));
     assert_eq!(again["changed"], false, "{again}");
 }
+
+#[test]
+fn deploy_installs_nix_before_the_first_transfer_to_a_bare_node() {
+    let cluster = Cluster::start(
+        &ClusterSpec::new()
+            .node("main", NodeKind::Bare)
+            .node("worker", NodeKind::Bare),
+    )
+    .unwrap();
+    let main = cluster.node("main").unwrap();
+    let out = deploy(&cluster, &[], &["-v", MAIN, "--goal", "switch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{MAIN}: no Nix: installing it")),
+        "{err}"
+    );
+    assert!(main
+        .run_ok("nix-store --version")
+        .unwrap()
+        .contains("2.8.0"));
+    assert!(main
+        .run_ok("readlink /nix/var/nix/profiles/nix-deploy")
+        .unwrap()
+        .starts_with("nix-deploy-1-link"));
+    // Now it has Nix: a rerun installs nothing, and prepare finds nothing to do.
+    let out = deploy(&cluster, &[], &["-v", MAIN, "--goal", "switch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("installing it"),
+        "{err}"
+    );
+    let again = node_json(&deploy(&cluster, &["prepare"], &["--json", MAIN]));
+    assert_eq!(again["changed"], false, "{again}");
+}

@@ -31,6 +31,9 @@ use crate::remote::SshConnector;
 use crate::stage::{Stage, StageError};
 
 mod activation;
+mod nix_on_node;
+
+pub use nix_on_node::{NixInstallFuture, NixSource};
 
 /// The default time a node waits for the deploy's confirmation before it
 /// rolls back by itself.
@@ -89,6 +92,9 @@ pub struct DeployOptions {
     pub lock_timeout: Duration,
     /// Run after the switch, in order, before confirmation (goal `All`).
     pub stages: Vec<Arc<dyn Stage>>,
+    /// How to install Nix on a node that has none, before the first
+    /// transfer (`None`: such a node fails).
+    pub install_nix: Option<Arc<dyn NixSource>>,
 }
 
 impl Default for DeployOptions {
@@ -103,6 +109,7 @@ impl Default for DeployOptions {
             rollback: Some(DEFAULT_CONFIRM_TIMEOUT),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             stages: Vec::new(),
+            install_nix: None,
         }
     }
 }
@@ -130,6 +137,18 @@ pub enum NodeError {
         /// Why.
         #[source]
         source: ClosureError,
+    },
+    /// Nix could not be installed on the node.
+    #[error(transparent)]
+    Prepare(#[from] crate::prepare::PrepareError),
+    /// The inventory's Nix for the node could not be had.
+    #[error("{node}: has no Nix, and getting the Nix to install failed: {source}")]
+    NixSource {
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: StageError,
     },
     /// An activation step (lock, generations, watchdog, PATH) failed.
     #[error(transparent)]
@@ -228,6 +247,11 @@ pub enum DeployEvent {
         /// What it says.
         message: String,
     },
+    /// The node has no Nix: installing it before the first transfer.
+    InstallingNix {
+        /// The node.
+        name: String,
+    },
     /// The deploy was confirmed over a fresh connection: the node keeps
     /// the new generation.
     Confirmed {
@@ -243,13 +267,25 @@ async fn local_store() -> Result<DaemonClient<LocalTransport>, daemon::Error> {
 async fn open_node(
     plan: &NodePlan,
     opts: &DeployOptions,
+    install: Option<&(dyn Fn(DeployEvent) + Send + Sync)>,
 ) -> Result<(Arc<SshSession>, NodeStore<SshConnector>), NodeError> {
     let session = Arc::new(SshSession::connect(&plan.target, &opts.ssh).await?);
-    let store = NodeStore::open(SshConnector::new(
-        session.clone(),
-        opts.daemon_command.clone(),
-    ))
-    .await?;
+    let open = || {
+        NodeStore::open(SshConnector::new(
+            session.clone(),
+            opts.daemon_command.clone(),
+        ))
+    };
+    let store = match open().await {
+        Ok(store) => store,
+        Err(e) => match install {
+            Some(send) => {
+                nix_on_node::install_if_missing(plan, opts, &session, e.into(), send).await?;
+                open().await?
+            }
+            None => return Err(e.into()),
+        },
+    };
     Ok((session, store))
 }
 
@@ -318,7 +354,7 @@ async fn deploy_one(
     if opts.goal < Goal::Push {
         return Ok(NodeStatus::Done);
     }
-    let (session, mut store) = open_node(plan, opts).await?;
+    let (session, mut store) = open_node(plan, opts, Some(send)).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = async {
         while let Some(event) = rx.recv().await {
@@ -382,7 +418,8 @@ pub async fn diff_nodes(
 }
 
 async fn diff_one(plan: &NodePlan, opts: &DeployOptions) -> Result<NodeDiff, NodeError> {
-    let (session, mut store) = open_node(plan, opts).await?;
+    // A preview installs nothing.
+    let (session, mut store) = open_node(plan, opts, None).await?;
     let node = store.node().to_owned();
     let old_profile = profile::current(&session, &plan.profile_path).await?;
     let old = match &old_profile {

@@ -45,7 +45,9 @@
   # profile lands at `profilePath` on the node. `nix` says how `deploy
   # prepare` installs Nix on a node without it: `install` is "closure"
   # (push `package`, a Nix package, from the deployer's store: no network
-  # needed on the node) or "apt" (Debian's nix-bin).
+  # needed on the node) or "apt" (Debian's nix-bin). `settings` go into
+  # our block of the node's /etc/nix/nix.conf (values: strings, or lists
+  # joined by spaces); the user's other lines stay as they are.
   mkNode =
     { hostname ? null
     , role ? null
@@ -59,7 +61,17 @@
     }: {
       inherit hostname sshUser sshPort role system profile profilePath;
       k3s = { extraFlags = [ ]; } // k3s;
-      nix = { install = "closure"; package = null; } // nix;
+      nix = {
+        install = "closure";
+        package = null;
+      } // nix // {
+        settings = builtins.mapAttrs
+          (_: v: if builtins.isList v then builtins.concatStringsSep " " v else toString v)
+          ({
+            # `nix` and flakes on the node, added to what the node enables.
+            extra-experimental-features = [ "nix-command" "flakes" ];
+          } // (nix.settings or { }));
+      };
     };
 
   # The whole `deploy` output: `nodes` maps node names to mkNode arguments

@@ -85,7 +85,9 @@ pub async fn run(args: PrepareArgs) -> Result<ExitCode, PrepareCmdError> {
         }
         results.push(match result {
             Ok(r) => json!({"name": node.name, "user": r.facts.user, "nixVersion": r.facts.nix_version,
-                "daemonSocket": r.facts.daemon_socket,
+                "daemonSocket": r.facts.daemon_socket, "trusted": r.facts.trusted,
+                "settingsChanged": r.settings == Some(TrustChange::Changed),
+                "daemonRestarted": r.daemon_restarted,
                 "installed": r.installed.as_ref().map(install_json),
                 "changed": r.changed(),
                 "keyTrusted": r.trusted_key.map(|c| if c == TrustChange::Changed { "added" } else { "already" })}),
@@ -114,7 +116,7 @@ async fn prepare_node(
         Some(_) => None,
         None => Some(source.for_node(node).await.map_err(|e| e.to_string())?),
     };
-    prepare(session, key, how.as_ref())
+    prepare(session, key, how.as_ref(), &node.nix.settings)
         .await
         .map_err(|e| e.to_string())
 }
@@ -151,12 +153,13 @@ fn describe(r: &PrepareReport) -> String {
     } else {
         "no daemon socket"
     };
-    let key = match r.trusted_key {
-        Some(TrustChange::Changed) => {
+    let key = match (r.trusted_key, r.daemon_restarted) {
+        (Some(TrustChange::Changed), true) => "; deployer key added to /etc/nix/nix.conf",
+        (Some(TrustChange::Changed), false) => {
             "; deployer key added to /etc/nix/nix.conf (restart nix-daemon to apply)"
         }
-        Some(TrustChange::Unchanged) => "; deployer key already trusted",
-        None => "",
+        (Some(TrustChange::Unchanged), _) => "; deployer key already trusted",
+        (None, _) => "",
     };
     let installed = match &r.installed {
         Some(Installed::Apt(a)) => match &a.change {
@@ -178,8 +181,22 @@ fn describe(r: &PrepareReport) -> String {
         ),
         None => String::new(),
     };
+    let trusted = match f.trusted {
+        Some(true) => " (trusted)",
+        Some(false) => " (not trusted: pushes must be signed, see --sign)",
+        None => "",
+    };
+    let settings = match r.settings {
+        Some(TrustChange::Changed) => "; nix.conf settings updated",
+        _ => "",
+    };
+    let restarted = if r.daemon_restarted {
+        "; nix-daemon restarted"
+    } else {
+        ""
+    };
     format!(
-        "Nix {nix}{installed}, {daemon}, logged in as {}{key}",
+        "Nix {nix}{installed}, {daemon}, logged in as {}{trusted}{settings}{key}{restarted}",
         f.user
     )
 }

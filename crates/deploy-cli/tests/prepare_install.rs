@@ -101,13 +101,23 @@ fn deploy_installs_nix_before_the_first_transfer_to_a_bare_node() {
         .run_ok("readlink /nix/var/nix/profiles/nix-deploy")
         .unwrap()
         .starts_with("nix-deploy-1-link"));
-    // Now it has Nix: a rerun installs nothing, and prepare finds nothing to do.
+    // Now it has Nix: a rerun installs nothing.
     let out = deploy(&cluster, &[], &["-v", MAIN, "--goal", "switch"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && !err.contains("installing it"),
         "{err}"
     );
+    // Prepare installs nothing either, only adds the inventory's nix.conf
+    // settings, once.
+    let prepared = node_json(&deploy(&cluster, &["prepare"], &["--json", MAIN]));
+    assert_eq!(prepared["installed"], Value::Null, "{prepared}");
+    assert_eq!(prepared["settingsChanged"], true, "{prepared}");
+    assert_eq!(prepared["trusted"], true, "{prepared}");
+    assert!(main
+        .run_ok("cat /etc/nix/nix.conf")
+        .unwrap()
+        .contains("extra-experimental-features = nix-command flakes\n"));
     let again = node_json(&deploy(&cluster, &["prepare"], &["--json", MAIN]));
     assert_eq!(again["changed"], false, "{again}");
 }

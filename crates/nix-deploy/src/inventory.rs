@@ -119,6 +119,8 @@ pub struct NodeNix {
     pub package: Option<StorePath>,
     /// The installable that builds it: `FLAKE#deploy.nodes.<name>.nix.package`.
     pub package_installable: String,
+    /// Settings for our block of the node's nix.conf.
+    pub settings: BTreeMap<String, String>,
 }
 
 /// A node's k3s settings (`deploy.nodes.<name>.k3s`).

@@ -1,15 +1,17 @@
 //! Preparing a node (ConfigureVPS): finding out what the node has (Nix and
 //! its version, whether a daemon serves the store, who we are there),
-//! installing Nix when it has none ([`crate::install`]; the `closure`
-//! method, `apt` is not written yet), and making it trust the deployer's
-//! signing key.
+//! whether the daemon trusts that user), installing Nix when it has none
+//! ([`crate::install`]: the `closure` or `apt` method), our settings in
+//! the node's nix.conf, and making it trust the deployer's signing key.
+
+use std::collections::BTreeMap;
 
 use deploy_ssh::SshSession;
 use nix_wire::signing::PublicKey;
 
 use crate::install::{install, InstallError, Installed, NixInstall};
 use crate::profile::{node_name, run, ProfileError};
-use crate::trust::{trust_key, TrustChange, TrustError};
+use crate::trust::{set_settings, trust_key, TrustChange, TrustError};
 
 /// What a node has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,10 @@ pub struct NodeFacts {
     pub nix_version: Option<String>,
     /// Whether a Nix daemon socket exists (a multi-user install).
     pub daemon_socket: bool,
+    /// Whether Nix trusts the SSH user (root, or named in
+    /// `trusted-users` directly, by `@group` or `*`); `None` without Nix.
+    /// An untrusted user can only push signed paths.
+    pub trusted: Option<bool>,
 }
 
 /// What [`prepare`] did.
@@ -33,6 +39,11 @@ pub struct PrepareReport {
     pub installed: Option<Installed>,
     /// Whether nix.conf changed to trust our key (`None`: no key given).
     pub trusted_key: Option<TrustChange>,
+    /// Whether our settings changed nix.conf (`None`: none given).
+    pub settings: Option<TrustChange>,
+    /// Whether a running nix-daemon service was restarted to read the
+    /// changed nix.conf.
+    pub daemon_restarted: bool,
 }
 
 impl PrepareReport {
@@ -40,6 +51,7 @@ impl PrepareReport {
     pub fn changed(&self) -> bool {
         self.installed.as_ref().is_some_and(Installed::changed)
             || self.trusted_key == Some(TrustChange::Changed)
+            || self.settings == Some(TrustChange::Changed)
     }
 }
 
@@ -81,12 +93,15 @@ pub async fn inspect(session: &SshSession) -> Result<NodeFacts, ProfileError> {
     let out = run(
         session,
         "id -un; id -u; (nix-store --version 2>/dev/null || echo none) | head -n 1; \
-         if [ -S /nix/var/nix/daemon-socket/socket ]; then echo socket; else echo none; fi"
+         if [ -S /nix/var/nix/daemon-socket/socket ]; then echo socket; else echo none; fi; \
+         printf '%s\\n' \"$(id -Gn)\"; \
+         printf 'trusted-users %s\\n' \"$(nix --extra-experimental-features nix-command show-config 2>/dev/null \
+           | sed -n 's/^trusted-users = //p')\""
             .to_owned(),
     )
     .await?;
     let lines: Vec<&str> = out.lines().collect();
-    let [user, uid, nix, socket] = lines[..] else {
+    let [user, uid, nix, socket, groups, trusted_users] = lines[..] else {
         return Err(ProfileError::Command {
             node: node_name(session),
             command: "inspecting the node".to_owned(),
@@ -99,16 +114,31 @@ pub async fn inspect(session: &SshSession) -> Result<NodeFacts, ProfileError> {
         is_root: uid == "0",
         nix_version: (nix != "none").then(|| nix.rsplit(' ').next().unwrap_or(nix).to_owned()),
         daemon_socket: socket == "socket",
+        trusted: (nix != "none").then(|| {
+            let list: Vec<&str> = trusted_users
+                .trim_start_matches("trusted-users")
+                .split_whitespace()
+                .collect();
+            uid == "0"
+                || list.contains(&user)
+                || list.contains(&"*")
+                || groups
+                    .split_whitespace()
+                    .any(|g| list.contains(&format!("@{g}").as_str()))
+        }),
     })
 }
 
 /// Inspects the node, installs Nix as `nix` says if it has none (refusing
-/// such a node without `nix`), and (given `key`) makes its nix.conf trust
-/// the deployer's key. Running it again changes nothing.
+/// such a node without `nix`), puts `settings` in our block of its
+/// nix.conf and (given `key`) makes it trust the deployer's key; a running
+/// nix-daemon service is restarted if nix.conf changed. Running it again
+/// changes nothing.
 pub async fn prepare(
     session: &SshSession,
     key: Option<&PublicKey>,
     nix: Option<&NixInstall>,
+    settings: &BTreeMap<String, String>,
 ) -> Result<PrepareReport, PrepareError> {
     let mut facts = inspect(session).await?;
     let mut installed = None;
@@ -121,13 +151,40 @@ pub async fn prepare(
             return Err(PrepareError::NotOnPath { node });
         }
     }
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let settings = match pairs.is_empty() {
+        true => None,
+        false => Some(set_settings(session, &pairs).await?),
+    };
     let trusted_key = match key {
         Some(key) => Some(trust_key(session, key).await?),
         None => None,
     };
+    let conf_changed = [settings, trusted_key].contains(&Some(TrustChange::Changed));
+    let daemon_restarted = conf_changed && restart_daemon(session).await?;
+    if conf_changed {
+        facts = inspect(session).await?;
+    }
     Ok(PrepareReport {
         facts,
         installed,
         trusted_key,
+        settings,
+        daemon_restarted,
     })
+}
+
+/// Restarts the nix-daemon service if systemd runs it; whether it did.
+async fn restart_daemon(session: &SshSession) -> Result<bool, ProfileError> {
+    let out = run(
+        session,
+        "if [ -d /run/systemd/system ] && systemctl is-active --quiet nix-daemon.service; then \
+         systemctl restart nix-daemon.service && echo restarted; fi"
+            .to_owned(),
+    )
+    .await?;
+    Ok(out == "restarted")
 }

@@ -63,9 +63,14 @@ async fn installs_nix_offline_then_deploys_and_a_second_prepare_changes_nothing(
     let node = cluster.node("bare").unwrap();
 
     // A non-root user is told to use root, and nothing is touched.
-    let err = prepare(&session(&cluster, "deploy@bare").await, None, Some(&how))
-        .await
-        .unwrap_err();
+    let err = prepare(
+        &session(&cluster, "deploy@bare").await,
+        None,
+        Some(&how),
+        &Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, PrepareError::Install(InstallError::NotRoot { .. })),
         "{err}"
@@ -74,7 +79,9 @@ async fn installs_nix_offline_then_deploys_and_a_second_prepare_changes_nothing(
     assert!(node.run_ok("test ! -e /nix/store").is_ok());
 
     let s = session(&cluster, "bare").await;
-    let first = prepare(&s, None, Some(&how)).await.unwrap();
+    let first = prepare(&s, None, Some(&how), &Default::default())
+        .await
+        .unwrap();
     let report = closure_report(first.installed.clone().expect("Nix was installed"));
     eprintln!(
         "install: {} paths, {} NAR bytes in {:?}",
@@ -139,7 +146,9 @@ async fn installs_nix_offline_then_deploys_and_a_second_prepare_changes_nothing(
     node.verify_store().unwrap();
 
     // Preparing again: Nix is found, nothing changes, nix.conf is the same.
-    let again = prepare(&s, None, Some(&how)).await.unwrap();
+    let again = prepare(&s, None, Some(&how), &Default::default())
+        .await
+        .unwrap();
     assert!(again.installed.is_none());
     assert!(!again.changed());
     assert_eq!(node.run_ok("cat /etc/nix/nix.conf").unwrap(), conf);
@@ -186,7 +195,9 @@ async fn under_systemd_the_daemon_unit_is_installed_and_started_once() {
     .unwrap();
 
     let s = session(&cluster, "bare").await;
-    let first = prepare(&s, None, Some(&how)).await.unwrap();
+    let first = prepare(&s, None, Some(&how), &Default::default())
+        .await
+        .unwrap();
     let report = closure_report(first.installed.expect("installed"));
     assert_eq!(report.service, DaemonService::Installed);
     assert!(first.facts.daemon_socket, "the daemon listens");

@@ -29,15 +29,20 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
     let node = cluster.node("nix").unwrap();
     node.start_nix_daemon().unwrap();
     let s = session(&cluster, "nix").await;
-    let first = prepare(&s, Some(&key), None).await.unwrap();
+    let first = prepare(&s, Some(&key), None, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(first.facts.user, "root");
     assert!(first.facts.is_root);
     assert_eq!(first.facts.nix_version.as_deref(), Some("2.26.3"));
     assert!(first.facts.daemon_socket);
+    assert_eq!(first.facts.trusted, Some(true));
     assert_eq!(first.trusted_key, Some(TrustChange::Changed));
     let conf = node.run_ok("cat /etc/nix/nix.conf").unwrap();
     assert!(conf.contains(&key.to_string()), "{conf}");
-    let again = prepare(&s, Some(&key), None).await.unwrap();
+    let again = prepare(&s, Some(&key), None, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(again.trusted_key, Some(TrustChange::Unchanged));
     assert_eq!(
         node.run_ok("cat /etc/nix/nix.conf").unwrap(),
@@ -45,8 +50,45 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
         "same bytes"
     );
 
+    // Settings go into our block once; the user's lines stay.
+    node.run_ok("printf '# mine\\nkeep-outputs = true\\n' >> /etc/nix/nix.conf")
+        .unwrap();
+    let settings = [(
+        "extra-experimental-features".to_owned(),
+        "nix-command flakes".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+    let set = prepare(&s, None, None, &settings).await.unwrap();
+    assert_eq!(set.settings, Some(TrustChange::Changed));
+    let conf = node.run_ok("cat /etc/nix/nix.conf").unwrap();
+    assert!(conf.contains("# mine\nkeep-outputs = true\n"), "{conf}");
+    assert!(
+        conf.contains("extra-experimental-features = nix-command flakes\n"),
+        "{conf}"
+    );
+    let again = prepare(&s, None, None, &settings).await.unwrap();
+    assert_eq!(again.settings, Some(TrustChange::Unchanged));
+    assert!(!again.changed());
+    assert_eq!(
+        node.run_ok("cat /etc/nix/nix.conf").unwrap(),
+        conf,
+        "same bytes"
+    );
+
+    // An unprivileged user is not trusted (the node's trusted-users is root).
+    let user = session(&cluster, "deploy@nix").await;
+    let facts = nix_deploy::prepare::inspect(&user).await.unwrap();
+    assert_eq!((facts.is_root, facts.trusted), (false, Some(false)));
+    node.run_ok("printf 'trusted-users = root @deploy\\n' >> /etc/nix/nix.conf")
+        .unwrap();
+    let facts = nix_deploy::prepare::inspect(&user).await.unwrap();
+    assert_eq!(facts.trusted, Some(true), "trusted through its group");
+
     let bare = session(&cluster, "bare").await;
-    let err = prepare(&bare, Some(&key), None).await.unwrap_err();
+    let err = prepare(&bare, Some(&key), None, &Default::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PrepareError::NixMissing { .. }), "{err}");
     assert!(err.to_string().contains("apt-get install nix-bin"), "{err}");
 }

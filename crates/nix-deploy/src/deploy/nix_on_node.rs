@@ -53,6 +53,6 @@ pub(super) async fn install_if_missing(
             node: plan.name.clone(),
             source,
         })?;
-    prepare(session, None, Some(&how)).await?;
+    prepare(session, None, Some(&how), &Default::default()).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Checking one node of the inventory (`deploy.nodes.<name>`), field by
 //! field, so that every problem names the node and the field.
 
+use std::collections::BTreeMap;
+
 use nix_wire::StorePath;
 use serde_json::Value;
 
@@ -150,9 +152,31 @@ fn check_nix(nix: &NixCli, f: &Fields<'_>, name: &str) -> Result<NodeNix, Invent
             return Err(f.error("nix.package", format!("must be a package, not {other}")))
         }
     };
+    let settings = match map.get("settings") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) if !k.is_empty() && !k.contains(['=', '\n', '#']) && !s.contains('\n') => {
+                    Ok((k.clone(), s.to_owned()))
+                }
+                _ => Err(f.error(
+                    "nix.settings",
+                    format!("{k} = {v}: a setting must be a name and a one-line string"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(f.error(
+                "nix.settings",
+                format!("must be an attribute set, not {other}"),
+            ))
+        }
+    };
     Ok(NodeNix {
         install,
         package,
+        settings,
         package_installable: nix
             .installable(&format!("deploy.nodes.{}.nix.package", attr_name(name))),
     })

@@ -95,6 +95,28 @@ fn servers_first_token_kept_secret_reruns_idempotent_and_a_flag_restarts_one_nod
         cluster.node("worker").unwrap(),
     );
     let nixpkgs = fixture_nixpkgs();
+
+    // The dry run shows every command and file of both stages per node,
+    // manifests in full, the token masked, and touches no node.
+    let dry = deploy(&cluster, &repo_flake(), &nixpkgs, &["--dry-run", "all"]);
+    let plan = ok(&dry);
+    for expected in [
+        "k3s: run: env -i PATH=/nix/var/nix/profiles/nix-deploy/bin:",
+        " sh /nix/var/nix/profiles/nix-deploy/share/k3s/install.sh server --node-name k8s-cluster-main --disable traefik ",
+        " K3S_TOKEN_FILE=/etc/rancher/k3s/nix-deploy-token sh /nix/var/nix/profiles/nix-deploy/share/k3s/install.sh agent --node-name k8s-cluster-node-1",
+        "k3s: write /etc/rancher/k3s/nix-deploy-token (mode 0600):\n    | <join token of k8s-cluster-main, masked>",
+        "ingress: write /var/lib/rancher/k3s/server/manifests/nix-deploy-traefik.yaml (mode 0600):",
+        "    | kind: HelmChart",
+        "    | kind: ClusterIssuer",
+        "wait (up to 300 s): node k8s-cluster-node-1 is Ready",
+    ] {
+        assert!(plan.contains(expected), "{expected:?} missing from the dry run:\n{plan}");
+    }
+    assert!(
+        calls(main).is_empty() && calls(worker).is_empty(),
+        "the dry run touched a node"
+    );
+
     let first = deploy(
         &cluster,
         &repo_flake(),

@@ -75,11 +75,17 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         .collect::<Result<Vec<_>, _>>()?;
     let signing_key = args.signing.load()?;
     let target = Target::parse(&args.to)?;
-    let local = daemon::connect_local().await?;
-    let mut local = DaemonClient::connect(local, ClientConfig::default()).await?;
-    let session = SshSession::connect(&target, &args.ssh.options()).await?;
-    let connector = SshConnector::new(Arc::new(session), args.remote_program.clone());
-    let mut node = NodeStore::open(connector).await?;
+    // The local store and the node come up at the same time.
+    let local = async {
+        let local = daemon::connect_local().await?;
+        Ok::<_, CopyCmdError>(DaemonClient::connect(local, ClientConfig::default()).await?)
+    };
+    let node = async {
+        let session = SshSession::connect(&target, &args.ssh.options()).await?;
+        let connector = SshConnector::new(Arc::new(session), args.remote_program.clone());
+        Ok::<_, CopyCmdError>(NodeStore::open(connector).await?)
+    };
+    let (mut local, mut node) = tokio::try_join!(local, node)?;
     let name = node.node().to_owned();
 
     let cancel = CancellationToken::new();

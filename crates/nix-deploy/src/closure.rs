@@ -1,7 +1,7 @@
 //! The closure of some store paths, with every member's path info, asked
 //! through a daemon connection (the local store's, or a node's).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use nix_wire::daemon::{self, DaemonClient, PathInfo};
 use nix_wire::StorePath;
@@ -27,22 +27,25 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut infos = BTreeMap::new();
-    let mut queue: VecDeque<StorePath> = roots.iter().cloned().collect();
-    while let Some(path) = queue.pop_front() {
-        if infos.contains_key(&path) {
-            continue;
+    // Breadth first, a whole frontier per pipelined query.
+    let mut frontier: Vec<StorePath> = roots.to_vec();
+    while !frontier.is_empty() {
+        frontier.sort();
+        frontier.dedup();
+        frontier.retain(|p| !infos.contains_key(p));
+        let answers = store.query_path_infos(&frontier).await?;
+        let mut next = Vec::new();
+        for (path, info) in frontier.drain(..).zip(answers) {
+            let info = info.ok_or_else(|| ClosureError::NotValid(path.clone()))?;
+            next.extend(
+                info.references
+                    .iter()
+                    .filter(|r| !infos.contains_key(*r))
+                    .cloned(),
+            );
+            infos.insert(path, info);
         }
-        let info = store
-            .query_path_info(&path)
-            .await?
-            .ok_or_else(|| ClosureError::NotValid(path.clone()))?;
-        queue.extend(
-            info.references
-                .iter()
-                .filter(|r| !infos.contains_key(*r))
-                .cloned(),
-        );
-        infos.insert(path, info);
+        frontier = next;
     }
     Ok(infos)
 }

@@ -354,7 +354,11 @@ async fn deploy_one(
     if opts.goal < Goal::Push {
         return Ok(NodeStatus::Done);
     }
-    let (session, mut store) = open_node(plan, opts, Some(send)).await?;
+    // The node's connection and the local store's (maybe a spawned
+    // `nix-daemon --stdio`) come up at the same time.
+    let (node, local) = tokio::join!(open_node(plan, opts, Some(send)), local_store());
+    let (session, mut store) = node?;
+    let mut local = local?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = async {
         while let Some(event) = rx.recv().await {
@@ -365,7 +369,6 @@ async fn deploy_one(
         }
     };
     let copy = async {
-        let mut local = local_store().await?;
         let never = CancellationToken::new();
         let r = store
             .copy_closure(

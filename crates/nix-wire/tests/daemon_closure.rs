@@ -39,6 +39,33 @@ async fn nar_from_path_matches_nar_hash_via_stdio() {
 }
 
 #[tokio::test]
+async fn pipelined_path_infos_equal_one_by_one_at_old_and_new_minors() {
+    let cl = common::closure();
+    let mut paths: Vec<StorePath> = cl
+        .paths
+        .iter()
+        .map(|p| StorePath::parse(p).unwrap())
+        .collect();
+    // An invalid path in the middle answers None and keeps the stream in sync.
+    let missing = StorePath::parse("/nix/store/00000000000000000000000000000000-missing").unwrap();
+    paths.insert(150, missing);
+    assert!(paths.len() > 4 * nix_wire::daemon::PIPELINE_GROUP);
+    for minor in [21, 38] {
+        let mut c = common::local_stdio(minor).await;
+        let all = c.query_path_infos(&paths).await.unwrap();
+        assert_eq!(all.len(), paths.len());
+        assert!(all[150].is_none());
+        for (p, info) in paths.iter().zip(&all) {
+            assert_eq!(
+                &c.query_path_info(p).await.unwrap(),
+                info,
+                "{p} at 1.{minor}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn nar_from_path_matches_nar_hash_via_socket() {
     let daemon = SocketDaemon::start();
     let s = connect_socket(Some(&daemon.socket())).await.unwrap();

@@ -17,15 +17,19 @@ use tokio_util::sync::CancellationToken;
 /// `sent_paths sent_bytes engine_seconds` on stdout.
 pub fn run(config: PathBuf, node: &str, jobs: usize, root: &str) -> Result<(), String> {
     runtime()?.block_on(async {
-        let session = connect(config, node).await?;
-        let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND);
-        let mut store = NodeStore::open(connector)
-            .await
-            .map_err(|e| e.to_string())?;
-        let transport = connect_local().await.map_err(|e| e.to_string())?;
-        let mut local = DaemonClient::connect(transport, ClientConfig::default())
-            .await
-            .map_err(|e| e.to_string())?;
+        // As `deploy copy` does: the node and the local store at once.
+        let node = async {
+            let session = connect(config, node).await?;
+            let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND);
+            NodeStore::open(connector).await.map_err(|e| e.to_string())
+        };
+        let local = async {
+            let transport = connect_local().await.map_err(|e| e.to_string())?;
+            DaemonClient::connect(transport, ClientConfig::default())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let (mut store, mut local) = tokio::try_join!(node, local)?;
         let root = StorePath::parse(root).map_err(|e| e.to_string())?;
         let options = CopyOptions {
             jobs,

@@ -33,7 +33,7 @@ pub mod upload;
 pub use client::DaemonClient;
 pub use error::{strip_ansi, DaemonError, Error};
 pub use handshake::{ClientConfig, ProtocolVersion, Trust};
-pub use ops::{BuildMode, Missing};
+pub use ops::{BuildMode, Missing, PIPELINE_GROUP};
 pub use options::ClientOptions;
 pub use path_info::{topo_sort, PathInfo};
 pub use stderr::{DaemonEvent, Field};

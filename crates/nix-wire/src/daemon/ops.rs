@@ -56,6 +56,11 @@ pub struct Missing {
     pub nar_size: u64,
 }
 
+/// Requests [`DaemonClient::query_path_infos`] sends before reading
+/// answers: few enough that the requests (under 10 KiB) never fill a pipe
+/// or SSH window while the daemon waits for us to read its answers.
+pub const PIPELINE_GROUP: usize = 64;
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
     /// Sends an op whose only argument is a path and whose answer is a u64.
     async fn path_op_u64(&mut self, code: u64, op: &'static str, path: &str) -> Result<u64, Error> {
@@ -173,6 +178,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
                 .map(Some)
         }
         .await;
+        self.end(res).await
+    }
+
+    /// QueryPathInfo for many paths, pipelined: requests go out in groups
+    /// of [`PIPELINE_GROUP`] and the answers are read in order, so a group
+    /// costs one round trip instead of one per path. Any error leaves the
+    /// connection unusable (answers may still be in flight).
+    pub async fn query_path_infos(
+        &mut self,
+        paths: &[StorePath],
+    ) -> Result<Vec<Option<PathInfo>>, Error> {
+        const OP: &str = "QueryPathInfo";
+        self.begin()?;
+        let res = async {
+            let mut out = Vec::with_capacity(paths.len());
+            for group in paths.chunks(PIPELINE_GROUP) {
+                for path in group {
+                    wire::write_u64(&mut self.stream, op::QUERY_PATH_INFO)
+                        .await
+                        .during(OP)?;
+                    wire::write_store_path(&mut self.stream, path)
+                        .await
+                        .during(OP)?;
+                }
+                for path in group {
+                    self.finish_request(OP).await?;
+                    let info = match wire::read_bool(&mut self.stream).await.during(OP)? {
+                        true => Some(
+                            PathInfo::read_unkeyed(&mut self.stream, path.clone())
+                                .await
+                                .during(OP)?,
+                        ),
+                        false => None,
+                    };
+                    out.push(info);
+                }
+            }
+            Ok(out)
+        }
+        .await;
+        self.force_poison |= res.is_err();
         self.end(res).await
     }
 

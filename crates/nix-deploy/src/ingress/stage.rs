@@ -5,11 +5,21 @@
 //! [`STATE_FILE`]). k3s's deploy controller applies what it finds there.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::{IngressStack, MANIFEST_DIR};
 use crate::node_file;
 use crate::profile::{run, ProfileError};
 use crate::stage::{Action, Stage, StageContext, StageFuture};
+
+/// Files written at once.
+const PARALLEL_WRITES: usize = 3;
+
+/// One file's write.
+type Write<'a> = Pin<Box<dyn Future<Output = Result<bool, ProfileError>> + Send + 'a>>;
 
 /// The manifests this tool wrote last time, one file name per line.
 pub const STATE_FILE: &str = "/var/lib/nix-deploy/manifests";
@@ -58,20 +68,34 @@ impl IngressStage {
         if !self.servers.contains(&cx.node.name) {
             return Ok(());
         }
-        let mut changed = 0;
-        for m in &self.stack.manifests {
-            let path = format!("{MANIFEST_DIR}/{}", m.file_name);
-            if node_file::write_if_changed(cx.session, &path, 0o600, m.content.as_bytes()).await? {
-                changed += 1;
-            }
-        }
+        // A few files at a time, each on its own channel (sshd allows 10 per
+        // connection, and the deploy holds some), beside reading the list
+        // of last time.
+        let session = cx.session;
+        let writes: Vec<Write<'_>> = self
+            .stack
+            .manifests
+            .iter()
+            .map(|m| -> Write<'_> {
+                let path = format!("{MANIFEST_DIR}/{}", m.file_name);
+                Box::pin(async move {
+                    node_file::write_if_changed(session, &path, 0o600, m.content.as_bytes()).await
+                })
+            })
+            .collect();
+        let writes = futures_util::stream::iter(writes)
+            .buffer_unordered(PARALLEL_WRITES)
+            .try_collect::<Vec<bool>>();
+        let before = run(cx.session, format!("cat {STATE_FILE} 2>/dev/null || true"));
+        let (written, before) = tokio::join!(writes, before);
+        let changed = written?.into_iter().filter(|c| *c).count();
+        let before = before?;
         let names: BTreeSet<&str> = self
             .stack
             .manifests
             .iter()
             .map(|m| m.file_name.as_str())
             .collect();
-        let before = run(cx.session, format!("cat {STATE_FILE} 2>/dev/null || true")).await?;
         let stale: Vec<String> = before
             .lines()
             .map(str::trim)

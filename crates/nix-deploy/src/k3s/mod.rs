@@ -275,7 +275,8 @@ impl K3sStage {
             let (plan, _) = self
                 .plan(name, None)
                 .ok_or(K3sError::NoServer { node: name.clone() })?;
-            self.install_if_changed(cx.session, &plan, false, &say)
+            let installed = remote::probe(cx.session, &plan).await?;
+            self.install_if_changed(cx.session, &plan, installed, false, &say)
                 .await?;
             say(format!(
                 "waiting for the k3s API (up to {} s)",
@@ -296,7 +297,12 @@ impl K3sStage {
             server.name,
             t.api.as_secs()
         ));
-        match self.gates.wait(&server.name, t.api).await {
+        // Connecting to the server overlaps the wait for it.
+        let (gate, server_session) = tokio::join!(
+            self.gates.wait(&server.name, t.api),
+            SshSession::connect(&server_target, &self.ssh)
+        );
+        match gate {
             GateState::Open => {}
             GateState::Failed(reason) => {
                 return Err(K3sError::ServerFailed {
@@ -313,22 +319,31 @@ impl K3sStage {
                 })
             }
         }
-        let server_session = SshSession::connect(&server_target, &self.ssh).await?;
+        let server_session = server_session?;
         let result = async {
             let (plan, _) = self
                 .plan(name, Some(server_session.host()))
                 .ok_or(K3sError::NoServer { node: name.clone() })?;
             let url = plan.join.clone().unwrap_or_default();
-            if !remote::can_reach(cx.session, server_session.host(), API_PORT).await? {
+            // The agent's reach and the server's token, at once.
+            let (reach, token) = tokio::join!(
+                remote::can_reach(cx.session, server_session.host(), API_PORT),
+                remote::read_token(&server_session, &server.name)
+            );
+            if !reach? {
                 return Err(K3sError::Unreachable {
                     node: name.clone(),
                     url,
                 });
             }
-            let token = remote::read_token(&server_session, &server.name).await?;
-            let token_changed = remote::write_token(cx.session, &token).await?;
+            let token = token?;
+            // Writing the token and probing the install, at once.
+            let (token_changed, installed) = tokio::join!(
+                remote::write_token(cx.session, &token),
+                remote::probe(cx.session, &plan)
+            );
             say(format!("joining {url} as {}", role.as_str()));
-            self.install_if_changed(cx.session, &plan, token_changed, &say)
+            self.install_if_changed(cx.session, &plan, installed?, token_changed?, &say)
                 .await?;
             self.wait_ready(&server_session, &plan, &server.name, &say)
                 .await
@@ -340,15 +355,16 @@ impl K3sStage {
         result
     }
 
-    /// Installs and restarts unless the node already runs this plan.
+    /// Installs and restarts unless the node (as `installed` found it)
+    /// already runs this plan.
     async fn install_if_changed(
         &self,
         session: &SshSession,
         plan: &InstallPlan,
+        installed: remote::Installed,
         token_changed: bool,
         say: &(dyn Fn(String) + Sync),
     ) -> Result<(), K3sError> {
-        let installed = remote::probe(session, plan).await?;
         let fingerprint = plan.fingerprint(&installed.k3s, &installed.script);
         if installed.active
             && !token_changed

@@ -13,7 +13,7 @@ use std::process::Output;
 
 use common::{deploy, repo_flake, MAIN, WORKER};
 use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
-use test_support::flake::{copy_flake, edit, fixture_nixpkgs, flake_ref};
+use test_support::flake::{copy_fixture_nixpkgs, copy_flake, edit, fixture_nixpkgs, flake_ref};
 
 const LOG: &str = "/var/log/k3s-fixture.log";
 const MANIFESTS: &str = "/var/lib/rancher/k3s/server/manifests";
@@ -283,6 +283,35 @@ fn servers_first_token_kept_secret_reruns_idempotent_and_a_flag_restarts_one_nod
         &["--k3s-timeout", "30", "all"],
     ));
     assert_eq!(main.run_ok(&format!("ls {MANIFESTS}")).unwrap(), ours);
+
+    // A new k3s binary: both nodes reinstall and restart, once each.
+    let (main_before, worker_before) = (changes(main).len(), changes(worker).len());
+    let bumped = copy_fixture_nixpkgs();
+    edit(
+        &bumped.path().join("versions.json"),
+        "\"k3s\": \"1.35.6+k3s1\"",
+        "\"k3s\": \"1.35.7+k3s1\"",
+    );
+    output += &ok(&deploy(
+        &cluster,
+        &repo_flake(),
+        bumped.path(),
+        &["--k3s-timeout", "30", "all"],
+    ));
+    assert_eq!(
+        changes(main)[main_before..],
+        [
+            format!("install.sh server --node-name {MAIN} --disable traefik --tls-san 203.0.113.10 --tls-san {main_ip}"),
+            "systemctl restart k3s".to_owned()
+        ]
+    );
+    assert_eq!(
+        changes(worker)[worker_before..],
+        [
+            format!("install.sh agent --node-name {WORKER}"),
+            "systemctl restart k3s-agent".to_owned()
+        ]
+    );
 
     // The token is in no recorded argv, environment or stdin, and in none
     // of our output (-vv logs, progress lines, --json).

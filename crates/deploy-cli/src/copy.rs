@@ -82,7 +82,8 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
     };
     let node = async {
         let session = SshSession::connect(&target, &args.ssh.options()).await?;
-        let connector = SshConnector::new(Arc::new(session), args.remote_program.clone());
+        let connector = SshConnector::new(Arc::new(session), args.remote_program.clone())
+            .with_compression_fallback(target.clone(), args.ssh.options());
         Ok::<_, CopyCmdError>(NodeStore::open(connector).await?)
     };
     let (mut local, mut node) = tokio::try_join!(local, node)?;
@@ -103,6 +104,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         substitute_on_node: args.substitute_on_node,
         check_signatures: args.check_sigs,
         signing_key,
+        compress_below: args.ssh.compress_below(),
     };
     let result = node
         .copy_closure(&mut local, &roots, &options, Some(tx), &cancel)

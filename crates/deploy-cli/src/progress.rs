@@ -63,6 +63,14 @@ pub async fn render(mode: Mode, node: String, mut rx: UnboundedReceiver<CopyEven
             }
             CopyEvent::BytesSent { bytes } => bar.inc(bytes),
             CopyEvent::PathsDone { paths } => done += paths,
+            CopyEvent::Compressing { bytes_per_second } => {
+                if mode != Mode::Json {
+                    bar.println(format!(
+                        "slow link ({}/s): compressing the rest",
+                        indicatif::HumanBytes(bytes_per_second)
+                    ));
+                }
+            }
             CopyEvent::PathStarted { .. } | CopyEvent::DaemonLog { .. } => {}
         }
         bar.set_message(format!("{done}/{total} paths"));
@@ -89,6 +97,9 @@ fn event_json(node: &str, event: &CopyEvent) -> serde_json::Value {
             json!({"event": "pathsDone", "node": node, "paths": paths})
         }
         CopyEvent::DaemonLog { text } => json!({"event": "daemonLog", "node": node, "text": text}),
+        CopyEvent::Compressing { bytes_per_second } => {
+            json!({"event": "compressing", "node": node, "bytesPerSecond": bytes_per_second})
+        }
     }
 }
 

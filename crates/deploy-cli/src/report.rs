@@ -260,6 +260,13 @@ fn event_line(event: &DeployEvent) -> Option<String> {
             "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
             HumanBytes(*missing_bytes)
         ),
+        DeployEvent::Copy {
+            name,
+            event: CopyEvent::Compressing { bytes_per_second },
+        } => format!(
+            "{name}: slow link ({}/s): compressing the rest",
+            HumanBytes(*bytes_per_second)
+        ),
         DeployEvent::Copy { .. } => return None,
     })
 }
@@ -294,6 +301,10 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
             name,
             event: CopyEvent::PathsDone { paths },
         } => json!({"event": "pathsDone", "node": name, "paths": paths}),
+        DeployEvent::Copy {
+            name,
+            event: CopyEvent::Compressing { bytes_per_second },
+        } => json!({"event": "compressing", "node": name, "bytesPerSecond": bytes_per_second}),
         DeployEvent::Copy { .. } => return None,
     })
 }

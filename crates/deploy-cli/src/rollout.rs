@@ -126,6 +126,7 @@ impl RolloutArgs {
             fail_fast: self.fail_fast,
             copy: CopyOptions {
                 jobs: self.connections,
+                compress_below: self.inventory.ssh.compress_below(),
                 ..CopyOptions::default()
             },
             ssh: self.inventory.ssh.options(),

@@ -58,6 +58,9 @@ pub struct SshOptions {
     pub keepalive_max: usize,
     /// Keep at most this many bytes of a remote command's stderr.
     pub stderr_limit: usize,
+    /// Compress the connection (zlib), whatever `ssh_config`'s
+    /// `Compression` says; `None` follows `ssh_config` (default off).
+    pub compression: Option<bool>,
 }
 
 impl Default for SshOptions {
@@ -79,6 +82,7 @@ impl Default for SshOptions {
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
             stderr_limit: 64 * 1024,
+            compression: None,
         }
     }
 }

@@ -151,7 +151,7 @@ pub(crate) fn resolve(
             .map(Duration::from_secs)
             .unwrap_or(opts.keepalive_interval),
         keepalive_max: hc.server_alive_count_max.unwrap_or(opts.keepalive_max),
-        compression: hc.compression.unwrap_or(false),
+        compression: opts.compression.or(hc.compression).unwrap_or(false),
         jumps,
     })
 }

@@ -84,6 +84,11 @@ impl SshSession {
         self.endpoint.port
     }
 
+    /// Whether the connection asked for compression (`Compression yes`).
+    pub fn is_compressed(&self) -> bool {
+        self.endpoint.compression
+    }
+
     /// Whether the connection has closed (e.g. keepalives went unanswered).
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()

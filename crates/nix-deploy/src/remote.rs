@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use deploy_ssh::{RemoteProcess, SshError, SshSession};
+use deploy_ssh::{RemoteProcess, SshError, SshOptions, SshSession, Target};
 use nix_wire::daemon::{self, StdioTransport};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,6 +30,15 @@ pub trait Connector: Send + Sync {
 
     /// Names the node in messages, e.g. `root@10.0.0.2:22`.
     fn describe(&self) -> String;
+
+    /// The same node over a compressed transport, for a slow link; `None`
+    /// if this connector has no such variant (or is one already).
+    fn compressed(&self) -> impl Future<Output = Option<Self>> + Send
+    where
+        Self: Sized,
+    {
+        std::future::ready(None)
+    }
 }
 
 /// Connections over one SSH session: each is an exec channel running the
@@ -38,6 +47,7 @@ pub trait Connector: Send + Sync {
 pub struct SshConnector {
     session: Arc<SshSession>,
     command: String,
+    reconnect: Option<(Target, SshOptions)>,
 }
 
 impl SshConnector {
@@ -47,7 +57,15 @@ impl SshConnector {
         Self {
             session,
             command: command.into(),
+            reconnect: None,
         }
+    }
+
+    /// Lets the copy engine open a second, compressed session to `target`
+    /// (the session's own target and options) when it finds the link slow.
+    pub fn with_compression_fallback(mut self, target: Target, options: SshOptions) -> Self {
+        self.reconnect = Some((target, options));
+        self
     }
 }
 
@@ -65,6 +83,24 @@ impl Connector for SshConnector {
             self.session.host(),
             self.session.port()
         )
+    }
+
+    async fn compressed(&self) -> Option<Self> {
+        let (target, options) = self.reconnect.as_ref()?;
+        if self.session.is_compressed() {
+            return None;
+        }
+        let options = SshOptions {
+            compression: Some(true),
+            ..options.clone()
+        };
+        match SshSession::connect(target, &options).await {
+            Ok(session) => Some(SshConnector::new(Arc::new(session), self.command.clone())),
+            Err(e) => {
+                tracing::debug!(node = %self.describe(), error = %e, "no compressed session; staying uncompressed");
+                None
+            }
+        }
     }
 }
 

@@ -67,6 +67,9 @@ async fn copies_a_closure_then_nothing_then_only_the_new_half() {
                 CopyEvent::PathsDone { paths } => done += paths,
                 CopyEvent::BytesSent { bytes: b } => bytes += b,
                 CopyEvent::DaemonLog { .. } => {}
+                CopyEvent::Compressing { .. } => {
+                    panic!("a local command has no compressed variant")
+                }
             }
         }
         assert_eq!((started.len(), done), (301, 301));

@@ -374,3 +374,47 @@ async fn concurrent_copies_of_one_closure_to_a_nix_2_8_node_both_succeed() {
     verify(node);
     assert_eq!(node_closure(node, &fx.root), fx.closure);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_moves_the_rest_of_the_copy_to_a_compressed_session() {
+    let cluster = Cluster::start(&ClusterSpec::uniform(NodeKind::Trixie, 1)).unwrap();
+    let node = &cluster.nodes()[0];
+    // 40 paths of 1 MiB of one repeated byte, over 40 Mbit/s: the first
+    // 8 MiB batch shows about 5 MB/s, under the 16 MiB/s threshold.
+    let fx = fixture_closure(40, "slow-link", 1024);
+    node.shape(40).unwrap();
+    let target = Target::parse(node.name()).unwrap();
+    let options = cluster.ssh_options();
+    let session = SshSession::connect(&target, &options).await.unwrap();
+    let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND)
+        .with_compression_fallback(target, options);
+    let mut store = NodeStore::open(connector).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = CopyOptions {
+        jobs: 1,
+        ..CopyOptions::default()
+    };
+    let report = store
+        .copy_closure(
+            &mut local().await,
+            &[StorePath::parse(&fx.root).unwrap()],
+            &opts,
+            Some(tx),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let mut switched = None;
+    while let Ok(e) = rx.try_recv() {
+        if let CopyEvent::Compressing { bytes_per_second } = e {
+            switched = Some(bytes_per_second);
+        }
+    }
+    let rate = switched.expect("the copy switched to compression");
+    assert!(rate < 16 << 20, "measured {rate} B/s");
+    assert_eq!(report.sent_paths, fx.closure.len());
+    node.unshape().unwrap();
+    verify(node);
+    assert_eq!(node_closure(node, &fx.root), fx.closure);
+}

@@ -19,8 +19,9 @@ pub fn run(config: PathBuf, node: &str, jobs: usize, root: &str) -> Result<(), S
     runtime()?.block_on(async {
         // As `deploy copy` does: the node and the local store at once.
         let node = async {
-            let session = connect(config, node).await?;
-            let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND);
+            let (session, target, opts) = connect(config, node).await?;
+            let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND)
+                .with_compression_fallback(target, opts);
             NodeStore::open(connector).await.map_err(|e| e.to_string())
         };
         let local = async {
@@ -82,6 +83,12 @@ async fn timeline(
                     bytes >> 20
                 );
             }
+            CopyEvent::Compressing { bytes_per_second } => {
+                out += &format!(
+                    "{t:.3}s slow link ({} MiB/s): compressing the rest\n",
+                    bytes_per_second >> 20
+                )
+            }
             _ => {}
         }
     }
@@ -104,7 +111,7 @@ pub fn pipe(config: PathBuf, node: &str, root: &str) -> Result<(), String> {
                 .collect()
         })?;
     runtime()?.block_on(async {
-        let session = connect(config, node).await?;
+        let (session, _, _) = connect(config, node).await?;
         let mut process = session.exec("wc -c").await.map_err(|e| e.to_string())?;
         for p in paths {
             let (mut nar, _) = nix_wire::nar::encode_async(PathBuf::from(p), 256 * 1024);
@@ -130,7 +137,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// One SSH session to `node`, a Host of the OpenSSH config file `config`.
-async fn connect(config: PathBuf, node: &str) -> Result<SshSession, String> {
+/// A session to `node` as the OpenSSH config file `config` describes it,
+/// with its target and options.
+async fn connect(config: PathBuf, node: &str) -> Result<(SshSession, Target, SshOptions), String> {
     let opts = SshOptions {
         config_file: ConfigFile::Path(config),
         agent: Agent::Disabled,
@@ -138,7 +147,8 @@ async fn connect(config: PathBuf, node: &str) -> Result<SshSession, String> {
         ..SshOptions::default()
     };
     let target = Target::parse(node).map_err(|e| e.to_string())?;
-    SshSession::connect(&target, &opts)
+    let session = SshSession::connect(&target, &opts)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((session, target, opts))
 }

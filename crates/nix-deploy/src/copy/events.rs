@@ -44,6 +44,12 @@ pub enum CopyEvent {
         /// How many.
         paths: usize,
     },
+    /// The link proved slow (this fast so far): the rest goes over a
+    /// compressed connection.
+    Compressing {
+        /// Bytes per second measured before switching.
+        bytes_per_second: u64,
+    },
     /// A line the node's daemon logged.
     DaemonLog {
         /// The text.

@@ -10,6 +10,7 @@
 mod error;
 mod events;
 mod schedule;
+mod slow_link;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ pub use error::CopyError;
 pub use events::CopyEvent;
 use events::{Events, VerifyingReader};
 use schedule::{BatchLimits, Schedule};
+use slow_link::SlowLink;
 
 /// How a copy behaves.
 #[derive(Debug, Clone)]
@@ -45,17 +47,27 @@ pub struct CopyOptions {
     /// signatures), so that a node listing the key's public half in
     /// `trusted-public-keys` accepts it from an untrusted SSH user.
     pub signing_key: Option<Arc<SecretKey>>,
+    /// Below this many bytes per second (measured over the first batches),
+    /// the rest goes over a compressed connection if the connector offers
+    /// one; `None`: never switch.
+    pub compress_below: Option<u64>,
 }
+
+/// The default [`CopyOptions::compress_below`]: 16 MiB/s, about 130 Mbit/s,
+/// under which zlib (tens of MiB/s per core) outruns the link.
+pub const DEFAULT_COMPRESS_BELOW: u64 = 16 << 20;
 
 impl Default for CopyOptions {
     /// Four connections, no substitution, no signature checks requested,
-    /// no signing.
+    /// no signing, compression on links slower than
+    /// [`DEFAULT_COMPRESS_BELOW`].
     fn default() -> Self {
         Self {
             jobs: 4,
             substitute_on_node: false,
             check_signatures: false,
             signing_key: None,
+            compress_below: Some(DEFAULT_COMPRESS_BELOW),
         }
     }
 }
@@ -189,6 +201,7 @@ impl<C: Connector + 'static> NodeStore<C> {
             };
             let upload = Upload {
                 connector: self.connector.clone(),
+                link: Arc::new(SlowLink::new(options.compress_below, missing_bytes)),
                 schedule: Arc::new(Mutex::new(Schedule::new(missing))),
                 wake: Arc::new(Notify::new()),
                 limits,
@@ -213,6 +226,7 @@ impl<C: Connector + 'static> NodeStore<C> {
 /// One copy's upload: workers sharing a schedule.
 struct Upload<C: Connector> {
     connector: Arc<C>,
+    link: Arc<SlowLink<C>>,
     schedule: Arc<Mutex<Schedule>>,
     wake: Arc<Notify>,
     limits: BatchLimits,
@@ -227,6 +241,7 @@ impl<C: Connector> Clone for Upload<C> {
     fn clone(&self) -> Self {
         Self {
             connector: self.connector.clone(),
+            link: self.link.clone(),
             schedule: self.schedule.clone(),
             wake: self.wake.clone(),
             limits: self.limits,
@@ -256,7 +271,7 @@ impl<C: Connector + 'static> Upload<C> {
         let mut connections = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Ok(conn)) => connections.push(conn),
+                Ok(Ok(conns)) => connections.extend(conns),
                 Ok(Err(e)) => {
                     self.cancel.cancel();
                     first_error.get_or_insert(e);
@@ -280,17 +295,30 @@ impl<C: Connector + 'static> Upload<C> {
         }
     }
 
-    /// Takes batches until none are left; returns its connection (if it
-    /// opened one) so the caller can keep it open a little longer.
-    async fn work(&self) -> Result<Option<DaemonClient<C::Stream>>, CopyError> {
+    /// Takes batches until none are left; returns its connections so the
+    /// caller can keep them (and their temp roots) open a little longer.
+    /// Once the link proves slow, it moves to a compressed connection.
+    async fn work(&self) -> Result<Vec<DaemonClient<C::Stream>>, CopyError> {
         let mut client: Option<DaemonClient<C::Stream>> = None;
+        let mut retired = Vec::new();
+        let mut compressed: Option<Arc<C>> = None;
         loop {
             let Some(batch) = self.next_batch().await? else {
-                return Ok(client);
+                retired.extend(client);
+                return Ok(retired);
             };
+            if compressed.is_none() {
+                if let Some(c) = self.link.compressed(&self.connector, &self.events).await {
+                    retired.extend(client.take());
+                    compressed = Some(c);
+                }
+            }
             let conn = match client.as_mut() {
                 Some(c) => c,
-                None => client.insert(self.connect().await?),
+                None => {
+                    let connector = compressed.as_deref().unwrap_or(&self.connector);
+                    client.insert(self.connect(connector).await?)
+                }
             };
             let infos: Vec<PathInfo> = {
                 let s = self.lock();
@@ -302,6 +330,7 @@ impl<C: Connector + 'static> Upload<C> {
             };
             match result {
                 Ok(()) => {
+                    self.link.batch_done(infos.iter().map(|i| i.nar_size).sum());
                     self.lock().complete(&batch);
                     self.events
                         .send(CopyEvent::PathsDone { paths: batch.len() });
@@ -339,7 +368,14 @@ impl<C: Connector + 'static> Upload<C> {
                 if s.is_finished() {
                     return Ok(None);
                 }
-                let batch = s.next_batch(self.limits);
+                let limits = match self.link.probing() {
+                    true => BatchLimits {
+                        bytes: self.limits.bytes.min(slow_link::PROBE_BYTES),
+                        ..self.limits
+                    },
+                    false => self.limits,
+                };
+                let batch = s.next_batch(limits);
                 if !batch.is_empty() {
                     return Ok(Some(batch));
                 }
@@ -360,9 +396,8 @@ impl<C: Connector + 'static> Upload<C> {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn connect(&self) -> Result<DaemonClient<C::Stream>, CopyError> {
-        let stream = self
-            .connector
+    async fn connect(&self, connector: &C) -> Result<DaemonClient<C::Stream>, CopyError> {
+        let stream = connector
             .connect()
             .await
             .map_err(|source| CopyError::Connect {

@@ -159,26 +159,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
     /// QueryPathInfo: the metadata of `path`, or `None` if it is not valid.
     /// Every supported version (≥ 1.21) answers with a validity flag.
     pub async fn query_path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
-        const OP: &str = "QueryPathInfo";
         self.begin()?;
         let res = async {
-            wire::write_u64(&mut self.stream, op::QUERY_PATH_INFO)
-                .await
-                .during(OP)?;
-            wire::write_store_path(&mut self.stream, path)
-                .await
-                .during(OP)?;
-            self.finish_request(OP).await?;
-            if !wire::read_bool(&mut self.stream).await.during(OP)? {
-                return Ok(None);
-            }
-            PathInfo::read_unkeyed(&mut self.stream, path.clone())
-                .await
-                .during(OP)
-                .map(Some)
+            self.request_path_info(path).await?;
+            self.answer_path_info(path).await
         }
         .await;
         self.end(res).await
+    }
+
+    /// Writes one QueryPathInfo request (not flushed).
+    async fn request_path_info(&mut self, path: &StorePath) -> Result<(), Error> {
+        const OP: &str = "QueryPathInfo";
+        wire::write_u64(&mut self.stream, op::QUERY_PATH_INFO)
+            .await
+            .during(OP)?;
+        wire::write_store_path(&mut self.stream, path)
+            .await
+            .during(OP)
+    }
+
+    /// Flushes, then reads the answer to a QueryPathInfo for `path`.
+    async fn answer_path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
+        const OP: &str = "QueryPathInfo";
+        self.finish_request(OP).await?;
+        if !wire::read_bool(&mut self.stream).await.during(OP)? {
+            return Ok(None);
+        }
+        PathInfo::read_unkeyed(&mut self.stream, path.clone())
+            .await
+            .during(OP)
+            .map(Some)
     }
 
     /// QueryPathInfo for many paths, pipelined: requests go out in groups
@@ -189,30 +200,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
         &mut self,
         paths: &[StorePath],
     ) -> Result<Vec<Option<PathInfo>>, Error> {
-        const OP: &str = "QueryPathInfo";
         self.begin()?;
         let res = async {
             let mut out = Vec::with_capacity(paths.len());
             for group in paths.chunks(PIPELINE_GROUP) {
                 for path in group {
-                    wire::write_u64(&mut self.stream, op::QUERY_PATH_INFO)
-                        .await
-                        .during(OP)?;
-                    wire::write_store_path(&mut self.stream, path)
-                        .await
-                        .during(OP)?;
+                    self.request_path_info(path).await?;
                 }
                 for path in group {
-                    self.finish_request(OP).await?;
-                    let info = match wire::read_bool(&mut self.stream).await.during(OP)? {
-                        true => Some(
-                            PathInfo::read_unkeyed(&mut self.stream, path.clone())
-                                .await
-                                .during(OP)?,
-                        ),
-                        false => None,
-                    };
-                    out.push(info);
+                    out.push(self.answer_path_info(path).await?);
                 }
             }
             Ok(out)

@@ -67,4 +67,11 @@ impl NixSource for InventoryNix {
             Ok(self.for_node(config).await?)
         })
     }
+
+    fn settings(&self, node: &str) -> BTreeMap<String, String> {
+        self.nodes
+            .get(node)
+            .map(|n| n.nix.settings.clone())
+            .unwrap_or_default()
+    }
 }

@@ -4,6 +4,7 @@
 //! have Nix pay nothing for this: it only runs when opening the node's
 //! store failed.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -24,6 +25,11 @@ pub type NixInstallFuture<'a> =
 pub trait NixSource: std::fmt::Debug + Send + Sync {
     /// How to install Nix on `node`.
     fn nix_install<'a>(&'a self, node: &'a str) -> NixInstallFuture<'a>;
+
+    /// The settings for our block of `node`'s nix.conf once it has Nix.
+    fn settings(&self, _node: &str) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 }
 
 /// After opening the node's store failed with `error`: installs Nix if the
@@ -53,6 +59,6 @@ pub(super) async fn install_if_missing(
             node: plan.name.clone(),
             source,
         })?;
-    prepare(session, None, Some(&how), &Default::default()).await?;
+    prepare(session, None, Some(&how), &source.settings(&plan.name)).await?;
     Ok(())
 }

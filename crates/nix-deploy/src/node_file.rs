@@ -3,10 +3,9 @@
 //! (a temporary file beside it, then a rename), and only when the content
 //! differs, so reruns change nothing.
 
-use deploy_ssh::{SshError, SshSession};
-use tokio::io::AsyncWriteExt;
+use deploy_ssh::SshSession;
 
-use crate::profile::{node_name, run, ProfileError};
+use crate::profile::{run, run_with_input, ProfileError};
 use crate::shell::quote;
 
 /// Writes `content` to `path` on the node with `mode`, creating its
@@ -24,32 +23,8 @@ pub async fn write_if_changed(
          if cmp -s {tmp} {file}; then rm -f {tmp}; chmod {mode:o} {file}; echo same; \
          else mv -f {tmp} {file}; echo changed; fi"
     );
-    let failed = |status: String, stderr: String| ProfileError::Command {
-        node: node_name(session),
-        command: format!("writing {path}"),
-        status,
-        stderr,
-    };
-    let mut process = session.exec(&command).await?;
-    let monitor = process.monitor();
-    if let Err(source) = process.write_all(content).await {
-        // The command may have died early: its status and stderr say why.
-        let (status, _) = process.finish().await?;
-        if !status.success() {
-            return Err(failed(status.to_string(), monitor.stderr_text()));
-        }
-        return Err(SshError::Io {
-            node: node_name(session),
-            command: format!("writing {path}"),
-            source,
-        }
-        .into());
-    }
-    let (status, stdout) = process.finish().await?;
-    if !status.success() {
-        return Err(failed(status.to_string(), monitor.stderr_text()));
-    }
-    Ok(String::from_utf8_lossy(&stdout).trim() == "changed")
+    let out = run_with_input(session, &format!("writing {path}"), &command, content).await?;
+    Ok(String::from_utf8_lossy(&out).trim() == "changed")
 }
 
 /// Removes `paths` on the node (missing ones are fine).

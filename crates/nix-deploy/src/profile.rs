@@ -6,6 +6,7 @@
 
 use deploy_ssh::{SshError, SshSession};
 use nix_wire::StorePath;
+use tokio::io::AsyncWriteExt;
 
 use crate::shell::quote;
 
@@ -47,16 +48,34 @@ pub(crate) fn node_name(session: &SshSession) -> String {
 /// Runs `command` on the node; its trimmed stdout, or an error carrying
 /// its status and stderr.
 pub(crate) async fn run(session: &SshSession, command: String) -> Result<String, ProfileError> {
-    let out = session.run(&command).await?;
-    if !out.status.success() {
+    let out = run_with_input(session, &command, &command, &[]).await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// Runs `command` on the node with `input` on its stdin (where secrets and
+/// file contents go, never into an argv); its stdout, or an error naming
+/// `what` with the status and stderr.
+pub(crate) async fn run_with_input(
+    session: &SshSession,
+    what: &str,
+    command: &str,
+    input: &[u8],
+) -> Result<Vec<u8>, ProfileError> {
+    let mut process = session.exec(command).await?;
+    let monitor = process.monitor();
+    // A command that exits without reading makes this fail: its status and
+    // stderr say why.
+    let sent = process.write_all(input).await;
+    let (status, stdout) = process.finish().await?;
+    if sent.is_err() || !status.success() {
         return Err(ProfileError::Command {
             node: node_name(session),
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            command: what.to_owned(),
+            status: status.to_string(),
+            stderr: monitor.stderr_text(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Ok(stdout)
 }
 
 /// The store path the profile at `profile` points to now, `None` if the

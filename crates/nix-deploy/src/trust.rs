@@ -10,8 +10,8 @@
 
 use deploy_ssh::{SshError, SshSession};
 use nix_wire::signing::PublicKey;
-use tokio::io::AsyncWriteExt;
 
+use crate::profile::{run_with_input, ProfileError};
 use crate::shell::quote;
 
 /// The node's Nix configuration file.
@@ -205,18 +205,24 @@ async fn edit_nix_conf(
          if [ -e {conf} ]; then chmod --reference={conf} {tmp}; else chmod 644 {tmp}; fi; \
          mv -f {tmp} {conf}"
     );
-    let mut process = session.exec(&script).await?;
-    let monitor = process.monitor();
-    let sent = process.write_all(new.as_bytes()).await;
-    let (status, _) = process.finish().await?;
-    if sent.is_err() || !status.success() {
-        return Err(TrustError::Command {
-            node,
-            what: "writing nix.conf",
-            status: status.to_string(),
-            stderr: monitor.stderr_text(),
-        });
-    }
+    const WHAT: &str = "writing nix.conf";
+    run_with_input(session, WHAT, &script, new.as_bytes())
+        .await
+        .map_err(|e| match e {
+            ProfileError::Ssh(e) => TrustError::from(e),
+            ProfileError::Command { status, stderr, .. } => TrustError::Command {
+                node,
+                what: WHAT,
+                status,
+                stderr,
+            },
+            other => TrustError::Command {
+                node,
+                what: WHAT,
+                status: "failed".to_owned(),
+                stderr: other.to_string(),
+            },
+        })?;
     Ok(TrustChange::Changed)
 }
 

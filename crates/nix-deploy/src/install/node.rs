@@ -5,10 +5,9 @@
 
 use deploy_ssh::SshSession;
 use nix_wire::StorePath;
-use tokio::io::AsyncWriteExt;
 
 use super::InstallError;
-use crate::profile::node_name;
+use crate::profile::{node_name, run_with_input, ProfileError};
 use crate::shell::quote;
 
 /// The build users' group, as the official installer names it.
@@ -51,22 +50,28 @@ pub(super) async fn run(
     script: &str,
     stdin: Option<&[u8]>,
 ) -> Result<String, InstallError> {
-    let mut process = session.exec(script).await?;
-    let monitor = process.monitor();
-    let sent = match stdin {
-        Some(bytes) => process.write_all(bytes).await,
-        None => Ok(()),
-    };
-    let (status, stdout) = process.finish().await?;
-    if sent.is_err() || !status.success() {
-        return Err(InstallError::Command {
-            node: node_name(session),
-            step,
-            status: status.to_string(),
-            stderr: monitor.stderr_text(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
+    let out = run_with_input(session, step, script, stdin.unwrap_or_default())
+        .await
+        .map_err(|e| match e {
+            ProfileError::Command {
+                node,
+                status,
+                stderr,
+                ..
+            } => InstallError::Command {
+                node,
+                step,
+                status,
+                stderr,
+            },
+            ProfileError::Ssh(e) => InstallError::Ssh(e),
+            other => InstallError::Unexpected {
+                node: node_name(session),
+                step,
+                output: other.to_string(),
+            },
+        })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// What the node has before installing.

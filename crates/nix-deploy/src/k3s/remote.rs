@@ -9,7 +9,7 @@ use deploy_ssh::SshSession;
 use super::plan::{InstallPlan, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE};
 use super::secret::Secret;
 use super::K3sError;
-use crate::profile::run;
+use crate::profile::{run, ProfileError};
 use crate::shell::quote;
 
 /// What a node has now.
@@ -87,8 +87,12 @@ pub async fn install(
 
 /// Reads the join token from the server.
 pub async fn read_token(server: &SshSession, server_name: &str) -> Result<Secret, K3sError> {
-    let out = session_output(server, &format!("cat {SERVER_TOKEN_PATH}")).await?;
-    let token = out.map(|t| Secret::new(&t)).unwrap_or(Secret::new(""));
+    let token = match run(server, format!("cat {SERVER_TOKEN_PATH}")).await {
+        Ok(text) => Secret::new(&text),
+        // Missing or unreadable: said below, as a missing token.
+        Err(ProfileError::Command { .. }) => Secret::new(""),
+        Err(e) => return Err(e.into()),
+    };
     if token.is_empty() {
         return Err(K3sError::NoToken {
             server: server_name.to_owned(),
@@ -144,13 +148,4 @@ pub async fn wait_for(
         }
         tokio::time::sleep(poll).await;
     }
-}
-
-/// Runs `command`; its trimmed stdout if it succeeded.
-async fn session_output(session: &SshSession, command: &str) -> Result<Option<String>, K3sError> {
-    let out = session.run(command).await?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }

@@ -174,6 +174,7 @@ pub struct Fixture {
 /// disjoint family of paths.
 pub fn fixture_closure(n: usize, seed: &str, kib: usize) -> Fixture {
     let expr = repo_root().join("tests/fixtures/closure.nix");
+    let _one_at_a_time = build_lock();
     let root = run(Command::new("nix-build")
         .arg(&expr)
         .args(["--no-out-link", "--option", "substituters", ""])
@@ -183,6 +184,23 @@ pub fn fixture_closure(n: usize, seed: &str, kib: usize) -> Fixture {
     .to_owned();
     let closure = lines(&run(Command::new("nix-store").args(["-qR", &root])));
     Fixture { root, closure }
+}
+
+/// Holds a lock that lets one local `nix-build` of the tests run at a time,
+/// across test threads and test binaries: on a fresh single-user store,
+/// concurrent builds fail with "SQLite database is busy" (Nix 2.8 does not
+/// retry every statement).
+pub fn build_lock() -> std::fs::File {
+    let path = Path::new("/tmp/nix-deploy-tests-build.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    file
 }
 
 /// A socket daemon (`nix-daemon`, this machine's Nix) serving the local

@@ -47,9 +47,10 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = if argv.first().map(String::as_str) == Some("--one-copy") {
         match &argv[1..] {
-            [config, node, jobs, root] => match jobs.parse() {
-                Ok(jobs) => one_copy::run(PathBuf::from(config), node, jobs, root),
-                Err(_) => Err(format!("bad jobs {jobs}")),
+            [config, node, jobs, root] => match (jobs.as_str(), jobs.parse()) {
+                ("auto", _) => one_copy::run(PathBuf::from(config), node, None, root),
+                (_, Ok(jobs)) => one_copy::run(PathBuf::from(config), node, Some(jobs), root),
+                (_, Err(_)) => Err(format!("bad jobs {jobs}")),
             },
             _ => Err("usage: transfer --one-copy SSH_CONFIG NODE JOBS ROOT".into()),
         }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use deploy_ssh::{SshSession, Target, DEFAULT_DAEMON_COMMAND};
+use deploy_ssh::{SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
 use nix_deploy::copy::{CopyError, CopyOptions, NodeStore};
 use nix_deploy::remote::SshConnector;
 use nix_wire::daemon::{self, ClientConfig, DaemonClient};
@@ -15,6 +15,7 @@ use crate::progress::{self, Mode};
 use crate::signing_args::SigningArgs;
 use crate::ssh_args::SshArgs;
 use crate::store::{resolve, StoreError};
+use crate::transfer_args::{ReceiverArgError, TransferArgs};
 
 /// Arguments of `deploy copy`.
 #[derive(Args)]
@@ -25,9 +26,10 @@ pub struct CopyArgs {
     /// Store paths (or symlinks to them, like ./result) whose closures to copy.
     #[arg(required = true)]
     paths: Vec<String>,
-    /// Daemon connections uploading at once.
-    #[arg(long, default_value_t = 4)]
-    jobs: usize,
+    /// Daemon connections uploading at once (default: sized from the
+    /// measured link, 4 to 8, or 2 when compressing).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Let the node substitute from its own binary caches first.
     #[arg(long)]
     substitute_on_node: bool,
@@ -42,6 +44,8 @@ pub struct CopyArgs {
     json: bool,
     #[command(flatten)]
     signing: SigningArgs,
+    #[command(flatten)]
+    transfer: TransferArgs,
     #[command(flatten)]
     ssh: SshArgs,
 }
@@ -64,6 +68,9 @@ pub enum CopyCmdError {
     /// The signing key could not be read or created.
     #[error(transparent)]
     Key(#[from] nix_deploy::keys::KeyFileError),
+    /// The receiver can't be used.
+    #[error(transparent)]
+    Receiver(#[from] ReceiverArgError),
 }
 
 /// Runs `deploy copy`.
@@ -74,16 +81,21 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         .map(|p| resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
     let signing_key = args.signing.load()?;
+    let receiver = args.transfer.receiver()?;
     let target = Target::parse(&args.to)?;
+    let ssh = SshOptions {
+        compression: args.transfer.ssh_compression(),
+        ..args.ssh.options()
+    };
     // The local store and the node come up at the same time.
     let local = async {
         let local = daemon::connect_local().await?;
         Ok::<_, CopyCmdError>(DaemonClient::connect(local, ClientConfig::default()).await?)
     };
     let node = async {
-        let session = SshSession::connect(&target, &args.ssh.options()).await?;
+        let session = SshSession::connect(&target, &ssh).await?;
         let connector = SshConnector::new(Arc::new(session), args.remote_program.clone())
-            .with_compression_fallback(target.clone(), args.ssh.options());
+            .with_zlib_fallback(target.clone(), ssh.clone());
         Ok::<_, CopyCmdError>(NodeStore::open(connector).await?)
     };
     let (mut local, mut node) = tokio::try_join!(local, node)?;
@@ -104,7 +116,8 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         substitute_on_node: args.substitute_on_node,
         check_signatures: args.check_sigs,
         signing_key,
-        compress_below: args.ssh.compress_below(),
+        compression: args.transfer.compression(),
+        receiver,
     };
     let result = node
         .copy_closure(&mut local, &roots, &options, Some(tx), &cancel)

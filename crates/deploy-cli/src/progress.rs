@@ -4,8 +4,8 @@
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nix_deploy::copy::{CopyEvent, CopyReport};
-use serde_json::json;
+use nix_deploy::copy::{CompressionMethod, CopyEvent, CopyReport};
+use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// How progress is shown.
@@ -63,15 +63,12 @@ pub async fn render(mode: Mode, node: String, mut rx: UnboundedReceiver<CopyEven
             }
             CopyEvent::BytesSent { bytes } => bar.inc(bytes),
             CopyEvent::PathsDone { paths } => done += paths,
-            CopyEvent::Compressing { bytes_per_second } => {
-                if mode != Mode::Json {
-                    bar.println(format!(
-                        "slow link ({}/s): compressing the rest",
-                        indicatif::HumanBytes(bytes_per_second)
-                    ));
+            CopyEvent::PathStarted { .. } | CopyEvent::DaemonLog { .. } => {}
+            ref transport => {
+                if let Some(line) = transport_line(transport).filter(|_| mode != Mode::Json) {
+                    bar.println(format!("{node}: {line}"));
                 }
             }
-            CopyEvent::PathStarted { .. } | CopyEvent::DaemonLog { .. } => {}
         }
         bar.set_message(format!("{done}/{total} paths"));
     }
@@ -97,10 +94,60 @@ fn event_json(node: &str, event: &CopyEvent) -> serde_json::Value {
             json!({"event": "pathsDone", "node": node, "paths": paths})
         }
         CopyEvent::DaemonLog { text } => json!({"event": "daemonLog", "node": node, "text": text}),
-        CopyEvent::Compressing { bytes_per_second } => {
-            json!({"event": "compressing", "node": node, "bytesPerSecond": bytes_per_second})
-        }
+        transport => transport_json(node, transport).unwrap_or(Value::Null),
     }
+}
+
+/// What a transport event (link, compression) says, without the node.
+pub fn transport_line(event: &CopyEvent) -> Option<String> {
+    Some(match event {
+        CopyEvent::Link {
+            rtt,
+            bytes_per_second,
+            window,
+            connections,
+        } => format!(
+            "link: {:.1} ms round trip, {}/s{}: {connections} connections",
+            rtt.as_secs_f64() * 1000.0,
+            indicatif::HumanBytes(*bytes_per_second),
+            window
+                .map(|w| format!(", SSH window {}", indicatif::HumanBytes(w)))
+                .unwrap_or_default()
+        ),
+        CopyEvent::LinkUnmeasured { reason } => {
+            format!("link not measured ({reason}): copying as over a fast link")
+        }
+        CopyEvent::Compression { method, reason } => format!("compression: {method} ({reason})"),
+        _ => return None,
+    })
+}
+
+/// The JSON of a transport event (link, compression).
+pub fn transport_json(node: &str, event: &CopyEvent) -> Option<Value> {
+    Some(match event {
+        CopyEvent::Link {
+            rtt,
+            bytes_per_second,
+            window,
+            connections,
+        } => json!({"event": "link", "node": node, "rttSeconds": rtt.as_secs_f64(),
+            "bytesPerSecond": bytes_per_second, "windowBytes": window, "connections": connections}),
+        CopyEvent::LinkUnmeasured { reason } => {
+            json!({"event": "linkUnmeasured", "node": node, "reason": reason})
+        }
+        CopyEvent::CompressionLevel { level } => {
+            json!({"event": "compressionLevel", "node": node, "level": level})
+        }
+        CopyEvent::Compression { method, reason } => {
+            let (name, level) = match method {
+                CompressionMethod::None => ("none", None),
+                CompressionMethod::Zlib => ("zlib", None),
+                CompressionMethod::Zstd { level } => ("zstd", Some(*level)),
+            };
+            json!({"event": "compression", "node": node, "method": name, "level": level, "reason": reason})
+        }
+        _ => return None,
+    })
 }
 
 /// The final summary: a JSON object with `--json`, else a sentence on stderr.

@@ -260,14 +260,9 @@ fn event_line(event: &DeployEvent) -> Option<String> {
             "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
             HumanBytes(*missing_bytes)
         ),
-        DeployEvent::Copy {
-            name,
-            event: CopyEvent::Compressing { bytes_per_second },
-        } => format!(
-            "{name}: slow link ({}/s): compressing the rest",
-            HumanBytes(*bytes_per_second)
-        ),
-        DeployEvent::Copy { .. } => return None,
+        DeployEvent::Copy { name, event } => {
+            format!("{name}: {}", crate::progress::transport_line(event)?)
+        }
     })
 }
 
@@ -301,11 +296,7 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
             name,
             event: CopyEvent::PathsDone { paths },
         } => json!({"event": "pathsDone", "node": name, "paths": paths}),
-        DeployEvent::Copy {
-            name,
-            event: CopyEvent::Compressing { bytes_per_second },
-        } => json!({"event": "compressing", "node": name, "bytesPerSecond": bytes_per_second}),
-        DeployEvent::Copy { .. } => return None,
+        DeployEvent::Copy { name, event } => crate::progress::transport_json(name, event)?,
     })
 }
 

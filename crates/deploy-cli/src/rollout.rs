@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use deploy_ssh::SshOptions;
 use nix_deploy::copy::CopyOptions;
 use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan};
 use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig, Role};
@@ -23,6 +24,7 @@ use crate::inventory_args::{InventoryArgs, ResolveError};
 use crate::nix_source::InventoryNix;
 use crate::report::{self, Verbosity};
 use crate::signing_args::SigningArgs;
+use crate::transfer_args::{ReceiverArgError, TransferArgs};
 
 /// How far to go.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,9 +57,10 @@ pub struct RolloutArgs {
     /// Nodes deployed at once.
     #[arg(long, default_value_t = 8)]
     jobs: usize,
-    /// Daemon connections per node for copying.
-    #[arg(long, default_value_t = 4)]
-    connections: usize,
+    /// Daemon connections per node for copying (default: sized from each
+    /// node's measured link, 4 to 8, or 2 when compressing).
+    #[arg(long)]
+    connections: Option<usize>,
     /// Stop every node when one fails.
     #[arg(long)]
     fail_fast: bool,
@@ -92,6 +95,8 @@ pub struct RolloutArgs {
     #[command(flatten)]
     signing: SigningArgs,
     #[command(flatten)]
+    transfer: TransferArgs,
+    #[command(flatten)]
     inventory: InventoryArgs,
 }
 
@@ -111,6 +116,9 @@ pub enum RolloutError {
     /// The signing key could not be read or created.
     #[error(transparent)]
     Key(#[from] nix_deploy::keys::KeyFileError),
+    /// The receiver can't be used.
+    #[error(transparent)]
+    Receiver(#[from] ReceiverArgError),
 }
 
 impl RolloutArgs {
@@ -126,10 +134,13 @@ impl RolloutArgs {
             fail_fast: self.fail_fast,
             copy: CopyOptions {
                 jobs: self.connections,
-                compress_below: self.inventory.ssh.compress_below(),
+                compression: self.transfer.compression(),
                 ..CopyOptions::default()
             },
-            ssh: self.inventory.ssh.options(),
+            ssh: SshOptions {
+                compression: self.transfer.ssh_compression(),
+                ..self.inventory.ssh.options()
+            },
             daemon_command: self.remote_program.clone(),
             rollback: (!self.no_rollback).then(|| {
                 let stages = if self.goal == GoalArg::All {
@@ -215,6 +226,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
         return Ok(exit_code(failed, diffs.len()));
     }
     opts.copy.signing_key = args.signing.load()?;
+    opts.copy.receiver = args.transfer.receiver()?;
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use deploy_ssh::{Agent, ConfigFile, SshOptions};
-use nix_deploy::copy::DEFAULT_COMPRESS_BELOW;
 
 /// How to reach nodes over SSH (defaults follow OpenSSH's).
 #[derive(Args, Debug, Clone)]
@@ -29,22 +28,6 @@ pub struct SshArgs {
     /// Seconds to wait for a node's SSH connection and login.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub connect_timeout: u64,
-    /// Compress transfers (zlib): `auto` switches to a compressed
-    /// connection when the first batches show a link slower than about
-    /// 130 Mbit/s (unless ssh_config already says `Compression`).
-    #[arg(long, value_enum, default_value_t = Compression::Auto)]
-    pub compression: Compression,
-}
-
-/// `--compression` values.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// Compress when the link proves slow.
-    Auto,
-    /// Always compress.
-    Yes,
-    /// Never compress.
-    No,
 }
 
 impl SshArgs {
@@ -67,17 +50,7 @@ impl SshArgs {
                 defaults.agent.clone()
             },
             connect_timeout: Duration::from_secs(self.connect_timeout),
-            compression: match self.compression {
-                Compression::Auto => None,
-                Compression::Yes => Some(true),
-                Compression::No => Some(false),
-            },
             ..defaults
         }
-    }
-
-    /// The copy engine's slow-link threshold these flags give.
-    pub fn compress_below(&self) -> Option<u64> {
-        (self.compression == Compression::Auto).then_some(DEFAULT_COMPRESS_BELOW)
     }
 }

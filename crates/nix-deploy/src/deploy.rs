@@ -271,10 +271,10 @@ async fn open_node(
 ) -> Result<(Arc<SshSession>, NodeStore<SshConnector>), NodeError> {
     let session = Arc::new(SshSession::connect(&plan.target, &opts.ssh).await?);
     let open = || {
-        NodeStore::open(SshConnector::new(
-            session.clone(),
-            opts.daemon_command.clone(),
-        ))
+        NodeStore::open(
+            SshConnector::new(session.clone(), opts.daemon_command.clone())
+                .with_zlib_fallback(plan.target.clone(), opts.ssh.clone()),
+        )
     };
     let store = match open().await {
         Ok(store) => store,

@@ -7,6 +7,9 @@
 //! - [`remote`]: how to open daemon connections to a node (SSH exec
 //!   channels running `nix-daemon --stdio`, or any local command);
 //! - [`closure`]: closures with path infos, from any store's daemon;
+//! - [`compress`]: zstd connections (the sender's writer and level
+//!   control, and the node's receiver program);
+//! - [`link`]: measuring a node's link (round trip, bandwidth, SSH window);
 //! - [`copy`]: the copy engine, pushing a closure to a node's store;
 //! - [`keys`]: the deployer's own signing key;
 //! - [`trust`]: making a node trust that key (our block of nix.conf);
@@ -25,6 +28,7 @@
 pub mod activate;
 pub mod apt_install;
 pub mod closure;
+pub mod compress;
 pub mod copy;
 pub mod deploy;
 pub mod diff;
@@ -33,6 +37,7 @@ pub mod install;
 pub mod inventory;
 pub mod k3s;
 pub mod keys;
+pub mod link;
 pub mod nix_cli;
 pub mod node_file;
 pub mod prepare;

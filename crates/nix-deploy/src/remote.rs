@@ -1,13 +1,20 @@
 //! Opening daemon-protocol connections to a node's store. A [`Connector`]
 //! makes a fresh byte stream to the node's `nix-daemon --stdio` each time it
-//! is asked; the copy engine opens several for parallel uploads.
+//! is asked; the copy engine opens several for parallel uploads. A connector
+//! can measure its link ([`Connector::probe`]) and make variants of itself
+//! whose connections are compressed: zstd through the node's receiver
+//! ([`Connector::zstd`]) or a zlib SSH session ([`Connector::zlib`]).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use deploy_ssh::{RemoteProcess, SshError, SshOptions, SshSession, Target};
 use nix_wire::daemon::{self, StdioTransport};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::compress::{MaybeZstd, Receiver, ZstdControl, ZstdWriter};
+use crate::link::{LinkEstimate, ProbeError};
 
 /// Why a connection to a node's daemon could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +25,9 @@ pub enum ConnectError {
     /// A local command could not be started.
     #[error(transparent)]
     Local(#[from] daemon::Error),
+    /// The zstd compressor could not be set up.
+    #[error("setting up zstd: {0}")]
+    Compressor(#[source] std::io::Error),
 }
 
 /// Something that opens new byte streams to a node's Nix daemon.
@@ -31,23 +41,53 @@ pub trait Connector: Send + Sync {
     /// Names the node in messages, e.g. `root@10.0.0.2:22`.
     fn describe(&self) -> String;
 
-    /// The same node over a compressed transport, for a slow link; `None`
-    /// if this connector has no such variant (or is one already).
-    fn compressed(&self) -> impl Future<Output = Option<Self>> + Send
+    /// Measures the link to the node ([`crate::link`]). By default there is
+    /// nothing to measure (a local command): the link counts as fast.
+    fn probe(&self) -> impl Future<Output = Result<LinkEstimate, ProbeError>> + Send {
+        std::future::ready(Err(ProbeError::NotALink))
+    }
+
+    /// Whether the transport compresses already (e.g. an SSH session with
+    /// `Compression yes` in ssh_config), so compressing again buys nothing.
+    fn compresses_already(&self) -> bool {
+        false
+    }
+
+    /// The same node over a zlib-compressed transport, or why there is none.
+    fn zlib(&self) -> impl Future<Output = Result<Self, String>> + Send
     where
         Self: Sized,
     {
-        std::future::ready(None)
+        std::future::ready(Err("this connector has no compressed transport".to_owned()))
+    }
+
+    /// The same node with connections that zstd-compress what they send,
+    /// decompressed on the node by `receiver` (already in the node's store),
+    /// at the level `control` sets; checks that the receiver runs there
+    /// first, and says why not.
+    fn zstd(
+        &self,
+        receiver: &Receiver,
+        control: Arc<ZstdControl>,
+    ) -> impl Future<Output = Result<Self, String>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = (receiver, control);
+        std::future::ready(Err("this connector can't run a receiver".to_owned()))
     }
 }
 
 /// Connections over one SSH session: each is an exec channel running the
-/// remote daemon command (by default `nix-daemon --stdio`).
+/// remote daemon command (by default `nix-daemon --stdio`), or the receiver
+/// in front of it.
 #[derive(Clone)]
 pub struct SshConnector {
     session: Arc<SshSession>,
     command: String,
     reconnect: Option<(Target, SshOptions)>,
+    /// The receiver's command and the level, for zstd connections.
+    zstd: Option<(String, Arc<ZstdControl>)>,
 }
 
 impl SshConnector {
@@ -58,22 +98,32 @@ impl SshConnector {
             session,
             command: command.into(),
             reconnect: None,
+            zstd: None,
         }
     }
 
-    /// Lets the copy engine open a second, compressed session to `target`
-    /// (the session's own target and options) when it finds the link slow.
-    pub fn with_compression_fallback(mut self, target: Target, options: SshOptions) -> Self {
+    /// Lets the copy engine open a second, zlib-compressed session to
+    /// `target` (the session's own target and options) when it compresses
+    /// and the node can't run the zstd receiver.
+    pub fn with_zlib_fallback(mut self, target: Target, options: SshOptions) -> Self {
         self.reconnect = Some((target, options));
         self
     }
 }
 
 impl Connector for SshConnector {
-    type Stream = RemoteProcess;
+    type Stream = MaybeZstd<RemoteProcess>;
 
-    async fn connect(&self) -> Result<RemoteProcess, ConnectError> {
-        Ok(self.session.exec(&self.command).await?)
+    async fn connect(&self) -> Result<Self::Stream, ConnectError> {
+        match &self.zstd {
+            None => Ok(MaybeZstd::Plain(self.session.exec(&self.command).await?)),
+            Some((command, control)) => {
+                let process = self.session.exec(command).await?;
+                let writer =
+                    ZstdWriter::new(process, control.clone()).map_err(ConnectError::Compressor)?;
+                Ok(MaybeZstd::Zstd(writer))
+            }
+        }
     }
 
     fn describe(&self) -> String {
@@ -85,31 +135,66 @@ impl Connector for SshConnector {
         )
     }
 
-    async fn compressed(&self) -> Option<Self> {
-        let (target, options) = self.reconnect.as_ref()?;
-        if self.session.is_compressed() {
-            return None;
-        }
+    async fn probe(&self) -> Result<LinkEstimate, ProbeError> {
+        crate::link::probe(&self.session).await
+    }
+
+    fn compresses_already(&self) -> bool {
+        self.session.is_compressed()
+    }
+
+    async fn zlib(&self) -> Result<Self, String> {
+        let Some((target, options)) = &self.reconnect else {
+            return Err("no second session was allowed (with_zlib_fallback)".to_owned());
+        };
         let options = SshOptions {
             compression: Some(true),
             ..options.clone()
         };
-        match SshSession::connect(target, &options).await {
-            Ok(session) => Some(SshConnector::new(Arc::new(session), self.command.clone())),
-            Err(e) => {
-                tracing::debug!(node = %self.describe(), error = %e, "no compressed session; staying uncompressed");
-                None
-            }
+        let session = SshSession::connect(target, &options)
+            .await
+            .map_err(|e| format!("no compressed session: {e}"))?;
+        if !session.is_compressed() {
+            return Err("the node's sshd does not compress (Compression no)".to_owned());
         }
+        Ok(SshConnector::new(Arc::new(session), self.command.clone()))
+    }
+
+    async fn zstd(&self, receiver: &Receiver, control: Arc<ZstdControl>) -> Result<Self, String> {
+        let out = self
+            .session
+            .run(&receiver.version_command())
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() || !Receiver::answers(&out.stdout) {
+            return Err(format!(
+                "{} does not run on the node ({}): {}",
+                receiver.program(),
+                out.status,
+                String::from_utf8_lossy(if out.stderr.is_empty() {
+                    &out.stdout
+                } else {
+                    &out.stderr
+                })
+                .trim()
+            ));
+        }
+        Ok(SshConnector {
+            zstd: Some((receiver.command(&self.command), control)),
+            ..self.clone()
+        })
     }
 }
 
 /// Connections made by spawning a local command speaking the protocol on
 /// its stdin/stdout, e.g. `nix-daemon --stdio --store /some/dir`. For tests
 /// and for copying between local stores.
+#[derive(Clone)]
 pub struct CommandConnector {
-    make: Box<dyn Fn() -> tokio::process::Command + Send + Sync>,
+    make: Arc<dyn Fn() -> tokio::process::Command + Send + Sync>,
     name: String,
+    /// The receiver program and the level, for zstd connections.
+    zstd: Option<(PathBuf, Arc<ZstdControl>)>,
 }
 
 impl CommandConnector {
@@ -119,20 +204,60 @@ impl CommandConnector {
         make: impl Fn() -> tokio::process::Command + Send + Sync + 'static,
     ) -> Self {
         Self {
-            make: Box::new(make),
+            make: Arc::new(make),
             name: name.into(),
+            zstd: None,
         }
     }
 }
 
 impl Connector for CommandConnector {
-    type Stream = StdioTransport;
+    type Stream = MaybeZstd<StdioTransport>;
 
-    async fn connect(&self) -> Result<StdioTransport, ConnectError> {
-        Ok(daemon::spawn_stdio((self.make)())?)
+    async fn connect(&self) -> Result<Self::Stream, ConnectError> {
+        let command = (self.make)();
+        let Some((receiver, control)) = &self.zstd else {
+            return Ok(MaybeZstd::Plain(daemon::spawn_stdio(command)?));
+        };
+        // The receiver runs the command, as on a node.
+        let inner = command.as_std();
+        let mut wrapped = tokio::process::Command::new(receiver);
+        wrapped
+            .args(["zstd", "--"])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(v) => wrapped.env(key, v),
+                None => wrapped.env_remove(key),
+            };
+        }
+        if let Some(dir) = inner.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        let transport = daemon::spawn_stdio(wrapped)?;
+        let writer =
+            ZstdWriter::new(transport, control.clone()).map_err(ConnectError::Compressor)?;
+        Ok(MaybeZstd::Zstd(writer))
     }
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    async fn zstd(&self, receiver: &Receiver, control: Arc<ZstdControl>) -> Result<Self, String> {
+        let program = receiver.program();
+        let out = tokio::process::Command::new(&program)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| format!("{program}: {e}"))?;
+        if !out.status.success() || !Receiver::answers(&out.stdout) {
+            return Err(format!("{program} --version: {}", out.status));
+        }
+        Ok(CommandConnector {
+            zstd: Some((PathBuf::from(program), control)),
+            ..self.clone()
+        })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use nix_deploy::copy::{CopyEvent, CopyOptions, NodeStore};
+use nix_deploy::copy::{CompressionMethod, CopyEvent, CopyOptions, NodeStore};
 use nix_deploy::remote::CommandConnector;
 use nix_wire::daemon::{connect_local, ClientConfig, DaemonClient, LocalTransport};
 use nix_wire::StorePath;
@@ -67,8 +67,13 @@ async fn copies_a_closure_then_nothing_then_only_the_new_half() {
                 CopyEvent::PathsDone { paths } => done += paths,
                 CopyEvent::BytesSent { bytes: b } => bytes += b,
                 CopyEvent::DaemonLog { .. } => {}
-                CopyEvent::Compressing { .. } => {
-                    panic!("a local command has no compressed variant")
+                CopyEvent::Compression { method, .. } => {
+                    assert_eq!(method, CompressionMethod::None, "a local command is fast")
+                }
+                CopyEvent::Link { .. }
+                | CopyEvent::LinkUnmeasured { .. }
+                | CopyEvent::CompressionLevel { .. } => {
+                    panic!("a local command has no link to measure: {e:?}")
                 }
             }
         }
@@ -109,7 +114,7 @@ async fn one_connection_or_many_give_the_same_store() {
             let store = TempStore::new();
             let mut node = node_store(&peer, &store).await;
             let opts = CopyOptions {
-                jobs,
+                jobs: Some(jobs),
                 ..CopyOptions::default()
             };
             let r = node

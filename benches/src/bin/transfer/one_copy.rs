@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 /// Copies the closure of `root` to `node` (a Host of the OpenSSH config
 /// file `config`) with `jobs` connections; prints
 /// `sent_paths sent_bytes engine_seconds` on stdout.
-pub fn run(config: PathBuf, node: &str, jobs: usize, root: &str) -> Result<(), String> {
+pub fn run(config: PathBuf, node: &str, jobs: Option<usize>, root: &str) -> Result<(), String> {
     runtime()?.block_on(async {
         // As `deploy copy` does: the node and the local store at once.
         let node = async {
             let (session, target, opts) = connect(config, node).await?;
             let connector = SshConnector::new(Arc::new(session), DEFAULT_DAEMON_COMMAND)
-                .with_compression_fallback(target, opts);
+                .with_zlib_fallback(target, opts);
             NodeStore::open(connector).await.map_err(|e| e.to_string())
         };
         let local = async {
@@ -83,9 +83,17 @@ async fn timeline(
                     bytes >> 20
                 );
             }
-            CopyEvent::Compressing { bytes_per_second } => {
+            CopyEvent::Compression { method, reason } => {
+                out += &format!("{t:.3}s compression: {method} ({reason})\n")
+            }
+            CopyEvent::Link {
+                rtt,
+                bytes_per_second,
+                window,
+                connections,
+            } => {
                 out += &format!(
-                    "{t:.3}s slow link ({} MiB/s): compressing the rest\n",
+                    "{t:.3}s link: rtt {rtt:?}, {} MiB/s, window {window:?}: {connections} connections\n",
                     bytes_per_second >> 20
                 )
             }

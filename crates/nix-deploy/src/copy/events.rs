@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use std::future::Future;
 use std::task::ready;
@@ -44,17 +45,65 @@ pub enum CopyEvent {
         /// How many.
         paths: usize,
     },
-    /// The link proved slow (this fast so far): the rest goes over a
-    /// compressed connection.
-    Compressing {
-        /// Bytes per second measured before switching.
+    /// The link was measured (before the first upload).
+    Link {
+        /// Round-trip time.
+        rtt: Duration,
+        /// Bytes per second it carries.
         bytes_per_second: u64,
+        /// The node's SSH channel window, if it was measured.
+        window: Option<u64>,
+        /// Upload connections chosen for it.
+        connections: usize,
+    },
+    /// The link could not be measured: the copy takes it to be fast.
+    LinkUnmeasured {
+        /// Why.
+        reason: String,
+    },
+    /// How uploads are compressed from now on (at the start, and when the
+    /// method changes).
+    Compression {
+        /// The method.
+        method: CompressionMethod,
+        /// Why.
+        reason: String,
+    },
+    /// The zstd level changed (it follows the compressor's room against
+    /// the link).
+    CompressionLevel {
+        /// The new level.
+        level: i32,
     },
     /// A line the node's daemon logged.
     DaemonLog {
         /// The text.
         text: String,
     },
+}
+
+/// How uploads are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionMethod {
+    /// Not at all.
+    None,
+    /// zlib, by the SSH session.
+    Zlib,
+    /// zstd at this level, decompressed by the node's receiver.
+    Zstd {
+        /// The level.
+        level: i32,
+    },
+}
+
+impl std::fmt::Display for CompressionMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompressionMethod::None => f.write_str("none"),
+            CompressionMethod::Zlib => f.write_str("zlib"),
+            CompressionMethod::Zstd { level } => write!(f, "zstd -{level}"),
+        }
+    }
 }
 
 /// Where events go; a closed receiver is ignored.

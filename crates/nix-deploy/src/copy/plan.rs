@@ -1,0 +1,146 @@
+//! How a copy moves its bytes, decided from the measured link
+//! ([`LinkEstimate`]): how many connections, and whether to compress.
+//!
+//! - **Connections**: enough to carry the link's rate (up to
+//!   [`TARGET_RATE`], about what one node's daemons import) when each SSH
+//!   channel is capped at one window per round trip:
+//!   `ceil(rate × rtt / window)`, at least 4 uncompressed (or 2 compressed,
+//!   where the link is the bottleneck anyway and each zstd context costs
+//!   memory), at most [`MAX_JOBS`] (sshd allows 10 channels per connection:
+//!   ours, the node lock and these).
+//! - **Compression**: on when those connections carry less than
+//!   [`COMPRESS_BELOW`]; then zstd through the node's receiver, else zlib.
+
+use crate::link::LinkEstimate;
+
+use super::Compression;
+
+/// Below this many bytes per second (the link's, with the copy's
+/// connections), compressing pays: 64 MiB/s, about 540 Mbit/s. zstd's
+/// fastest level compresses several hundred MiB/s per core, and a node's
+/// daemons import about 100 MiB/s.
+pub const COMPRESS_BELOW: u64 = 64 << 20;
+
+/// The rate the connections are sized for: about what a node imports.
+pub const TARGET_RATE: u64 = 128 << 20;
+
+/// The most upload connections to one node.
+pub const MAX_JOBS: usize = 8;
+
+/// Connections when nothing says otherwise.
+pub const DEFAULT_JOBS: usize = 4;
+
+/// Connections when compressing.
+const COMPRESSED_JOBS: usize = 2;
+
+/// What a copy will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferPlan {
+    /// Upload connections.
+    pub jobs: usize,
+    /// Whether to compress.
+    pub compress: bool,
+    /// Bytes per second the uncompressed link carries with `jobs`
+    /// connections (0: not measured).
+    pub plain_rate: u64,
+}
+
+/// Decides from the link (`None`: not measured, e.g. a local store, so
+/// taken to be fast), the caller's choice of compression and its fixed
+/// number of connections, if any.
+pub fn decide(
+    link: Option<&LinkEstimate>,
+    compression: Compression,
+    jobs: Option<usize>,
+) -> TransferPlan {
+    let sized = |base: usize| match (jobs, link) {
+        (Some(j), _) => j.max(1),
+        (None, Some(l)) => base.max(needed(l)).min(MAX_JOBS),
+        (None, None) => base,
+    };
+    let plain_jobs = sized(DEFAULT_JOBS);
+    let plain_rate = link.map_or(0, |l| l.capacity(plain_jobs));
+    let compress = match compression {
+        Compression::Never => false,
+        Compression::Always => true,
+        Compression::Auto => link.is_some() && plain_rate < COMPRESS_BELOW,
+    };
+    let jobs = if compress {
+        sized(COMPRESSED_JOBS)
+    } else {
+        plain_jobs
+    };
+    TransferPlan {
+        jobs,
+        compress,
+        plain_rate: link.map_or(0, |l| l.capacity(jobs)),
+    }
+}
+
+/// Channels needed so that windows per round trip carry the link's rate.
+fn needed(link: &LinkEstimate) -> usize {
+    match link.window {
+        Some(w) if w > 0 => {
+            let rate = link.bytes_per_second.min(TARGET_RATE) as f64;
+            (rate * link.rtt.as_secs_f64() / w as f64).ceil() as usize
+        }
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MIB: u64 = 1 << 20;
+
+    fn link(rtt_ms: u64, rate: u64, window: Option<u64>) -> LinkEstimate {
+        LinkEstimate {
+            rtt: Duration::from_millis(rtt_ms),
+            bytes_per_second: rate,
+            window,
+            machine: None,
+            cpus: None,
+        }
+    }
+
+    #[test]
+    fn a_fast_lan_copies_plain_with_the_default_connections() {
+        let p = decide(Some(&link(0, 300 * MIB, None)), Compression::Auto, None);
+        assert_eq!((p.jobs, p.compress), (DEFAULT_JOBS, false));
+    }
+
+    #[test]
+    fn slow_links_compress_with_two_connections() {
+        for rate in [12 * MIB, 2 * MIB] {
+            let p = decide(Some(&link(0, rate, None)), Compression::Auto, None);
+            assert_eq!((p.jobs, p.compress, p.plain_rate), (2, true, rate));
+        }
+    }
+
+    #[test]
+    fn long_round_trips_get_channels_for_the_bandwidth_delay_product() {
+        let w = Some(2 * MIB);
+        // 80 ms: 128 MiB/s × 0.08 s / 2 MiB = 5.12: 6 channels, 150 MiB/s.
+        let p = decide(Some(&link(80, 300 * MIB, w)), Compression::Auto, None);
+        assert_eq!((p.jobs, p.compress), (6, false));
+        // 150 ms: 9.6, capped at 8: 107 MiB/s, still plain.
+        let p = decide(Some(&link(150, 300 * MIB, w)), Compression::Auto, None);
+        assert_eq!((p.jobs, p.compress), (MAX_JOBS, false));
+        // 40 ms at 100 Mbit/s: the link is the limit: compress.
+        let p = decide(Some(&link(40, 12 * MIB, w)), Compression::Auto, None);
+        assert_eq!((p.jobs, p.compress), (2, true));
+    }
+
+    #[test]
+    fn the_callers_choices_win() {
+        let slow = link(0, 2 * MIB, None);
+        let p = decide(Some(&slow), Compression::Never, Some(3));
+        assert_eq!((p.jobs, p.compress), (3, false));
+        let p = decide(None, Compression::Always, None);
+        assert_eq!((p.jobs, p.compress, p.plain_rate), (2, true, 0));
+        let p = decide(None, Compression::Auto, None);
+        assert_eq!((p.jobs, p.compress), (DEFAULT_JOBS, false));
+    }
+}

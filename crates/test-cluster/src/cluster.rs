@@ -92,6 +92,7 @@ impl Cluster {
                         index,
                         slot,
                         dir: cluster.dir.join(&node.name),
+                        in_memory: spec.in_memory,
                         client_key: &cluster.client_key,
                         client_public_key: &public,
                     };

@@ -1,7 +1,11 @@
 //! One node: its namespaces, file systems, users, host key and sshd.
 
+mod cpu;
+mod delay;
 mod services;
 mod store;
+
+pub(crate) use cpu::remove_with_prefix as remove_cpu_groups;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -28,6 +32,9 @@ pub struct Node {
     holder: rootfs::Holder,
     sshd: Mutex<Option<Child>>,
     nix_daemon: Mutex<Option<Child>>,
+    /// The round-trip delay in front of sshd, if any ([`Node::delay`]).
+    relay: Mutex<Option<delay::DelayRelay>>,
+    cpu: Option<cpu::CpuGroup>,
 }
 
 /// What a node needs from its cluster to start.
@@ -38,11 +45,15 @@ pub(crate) struct Start<'a> {
     pub dir: PathBuf,
     pub client_key: &'a Path,
     pub client_public_key: &'a str,
+    pub in_memory: bool,
 }
 
 impl Node {
     /// Makes the node: namespace and veth, file systems, users and keys, then sshd.
     pub(crate) fn start(spec: &NodeSpec, s: Start<'_>) -> Result<Node> {
+        if s.in_memory {
+            rootfs::mount_tmpfs(&s.dir)?;
+        }
         let link = Link::create(s.cluster_id, s.index, s.slot)?;
         let holder = match rootfs::start_holder(spec.kind, &spec.name, &link.netns, &s.dir) {
             Ok(h) => h,
@@ -62,7 +73,10 @@ impl Node {
             holder,
             sshd: Mutex::new(None),
             nix_daemon: Mutex::new(None),
+            relay: Mutex::new(None),
+            cpu: None,
         };
+        node.cpu = cpu::CpuGroup::new(&node.link.netns);
         let root = node.root();
         rootfs::ensure_isolated(node.kind, &node.name, &root)?;
         if node.kind == NodeKind::LocalNix {
@@ -197,6 +211,41 @@ impl Node {
     pub fn unshape(&self) -> Result<()> {
         self.link.shape(None)
     }
+
+    /// Adds `rtt` of round-trip time to SSH connections to the node (on top
+    /// of [`Node::shape`]'s limit), or removes it with `Duration::ZERO`:
+    /// sshd moves behind a delaying relay on the node's address (see
+    /// `node/delay.rs`). Restarts sshd, so open connections drop.
+    pub fn delay(&self, rtt: std::time::Duration) -> Result<()> {
+        self.stop_sshd();
+        let relay = match rtt.is_zero() {
+            true => None,
+            false => Some(delay::DelayRelay::start(
+                self.netns(),
+                std::net::SocketAddr::from((self.ip(), self.ssh_port())),
+                std::net::SocketAddr::from(([127, 0, 0, 1], self.ssh_port())),
+                rtt,
+            )?),
+        };
+        *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = relay;
+        self.start_sshd()
+    }
+
+    /// The round trip [`Node::delay`] added.
+    pub fn delayed(&self) -> std::time::Duration {
+        self.relay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |r| r.rtt())
+    }
+
+    /// The CPU time the node's services (sshd and everything it started,
+    /// the socket nix-daemon and its workers) used so far, exited processes
+    /// included; `None` where this machine has no cpuacct cgroup.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.cpu.as_ref().and_then(|c| c.usage().ok())
+    }
 }
 
 impl Drop for Node {
@@ -206,6 +255,8 @@ impl Drop for Node {
         let _ = self.holder.child.kill();
         let _ = self.holder.child.wait();
         kill_netns_processes(&self.link.netns, &[]);
+        *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.link.delete();
+        rootfs::unmount_below(&self.dir);
     }
 }

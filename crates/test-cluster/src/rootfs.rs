@@ -253,3 +253,29 @@ pub(crate) fn authorize(
 pub(crate) fn inside(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
 }
+
+/// Mounts a tmpfs on `dir` (made if missing), in the host's namespace.
+pub(crate) fn mount_tmpfs(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let dir = dir.to_string_lossy();
+    run(&mut cmd(
+        "mount",
+        ["-t", "tmpfs", "-o", "mode=755", "tmpfs", &dir],
+    ))
+    .map(drop)
+}
+
+/// Unmounts (lazily) every mount of the host's namespace at or below `dir`.
+pub(crate) fn unmount_below(dir: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = run(&mut cmd("umount", ["-l", p]));
+    }
+}

@@ -60,6 +60,9 @@ pub struct ClusterSpec {
     /// Whether the template nodes reach the Debian mirror through an apt
     /// proxy on the host (see [`ClusterSpec::with_apt_mirror`]).
     pub apt_mirror: bool,
+    /// Whether each node's files live in memory (see
+    /// [`ClusterSpec::in_memory`]).
+    pub in_memory: bool,
 }
 
 impl ClusterSpec {
@@ -91,6 +94,16 @@ impl ClusterSpec {
     /// dpkg database (under their own `/var` overlay), so they get no proxy.
     pub fn with_apt_mirror(mut self) -> ClusterSpec {
         self.apt_mirror = true;
+        self
+    }
+
+    /// Keeps each node's files (its root's upper layer, its store) on a
+    /// tmpfs of its own instead of the host's disk. For benchmarks: a disk
+    /// that has just had a node's store deleted (every cold run does that)
+    /// allocates inodes more slowly each time (ext4 avoids recently deleted
+    /// ones), which no real node sees; in memory every run starts alike.
+    pub fn in_memory(mut self) -> ClusterSpec {
+        self.in_memory = true;
         self
     }
 

@@ -211,10 +211,12 @@ pub(crate) fn remove_cluster(id: &str) -> Result<()> {
         kill_netns_processes(&netns, &[]);
         let _ = run(&mut cmd("ip", ["netns", "delete", &netns]));
     }
+    crate::node::remove_cpu_groups(&format!("nd-{id}-"));
     for link in links_with_prefix(&format!("nd{id}")) {
         let _ = run(&mut cmd("ip", ["link", "delete", &link]));
     }
     let data = data_dir(id);
+    crate::rootfs::unmount_below(&data);
     match fs::remove_dir_all(&data) {
         Err(e) if e.kind() != ErrorKind::NotFound => {
             return Err(io(format!("removing {}", data.display()))(e))

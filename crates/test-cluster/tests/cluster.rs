@@ -283,6 +283,63 @@ fn clusters_start_in_parallel_and_go_on_panic() {
     }
 }
 
+#[test]
+fn a_delayed_node_answers_late_relays_bytes_intact_and_counts_its_cpu() {
+    let _shared = REAPING.read().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(&ClusterSpec::uniform(NodeKind::Trixie, 1)).unwrap();
+    let node = &cluster.nodes()[0];
+    let rtt = std::time::Duration::from_millis(80);
+    node.delay(rtt).unwrap();
+    assert_eq!(node.delayed(), rtt);
+    // An OpenSSH login and command take at least five round trips (version,
+    // key exchange, auth, channel, exec).
+    let start = Instant::now();
+    ssh_ok(&cluster, node, "root", "true");
+    let took = start.elapsed();
+    assert!(
+        took >= 5 * rtt,
+        "a login through an 80 ms relay took {took:?}"
+    );
+
+    // 16 MB each way through the relay, as they were.
+    let data: Vec<u8> = (0..16_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let mut child = Command::new("ssh")
+        .args(cluster.ssh_args(node, "root"))
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &sent));
+    let mut back = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut back).unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(back == data, "the echo differs ({} bytes back)", back.len());
+
+    // CPU of what sshd runs is counted, exited processes included.
+    let before = node.cpu_time().expect("cpuacct cgroup");
+    ssh_ok(
+        &cluster,
+        node,
+        "root",
+        "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done",
+    );
+    let used = node.cpu_time().unwrap() - before;
+    assert!(
+        used >= std::time::Duration::from_millis(100),
+        "counted {used:?}"
+    );
+
+    node.delay(std::time::Duration::ZERO).unwrap();
+    assert_eq!(node.delayed(), std::time::Duration::ZERO);
+    ssh_ok(&cluster, node, "root", "true");
+}
+
 /// Run by `a_leaked_cluster_is_reaped` in a child process: leaks a cluster,
 /// then exits when its stdin closes.
 #[test]

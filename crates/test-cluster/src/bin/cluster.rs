@@ -1,14 +1,16 @@
-//! `cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror]`: brings up N
-//! nodes for a manual demo (with `--apt-mirror`, their apt reaches the Debian
-//! mirror through the cluster's proxy) and prints how to reach them; Ctrl-C (or SIGTERM) tears them
-//! down. `cluster down`: removes clusters whose owner is gone (a `kill -9`ed `up`).
+//! `cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror] [--mbit M]
+//! [--delay MS] [--in-memory]`: brings up N nodes for a manual demo (with `--apt-mirror`,
+//! their apt reaches the Debian mirror through the cluster's proxy; `--mbit`
+//! shapes their links, `--delay` adds a round trip, `--in-memory` keeps
+//! their files on tmpfs) and prints how to reach
+//! them; Ctrl-C (or SIGTERM) tears them down. `cluster down`: removes clusters whose owner is gone (a `kill -9`ed `up`).
 
 use std::process::ExitCode;
 
 use test_cluster::{reap_stale, Cluster, ClusterSpec, NodeKind};
 
-const USAGE: &str =
-    "usage: cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror] | cluster down";
+const USAGE: &str = "usage: cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror] \
+                     [--mbit M] [--delay MS] [--in-memory] | cluster down";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,7 +33,8 @@ fn main() -> ExitCode {
 fn up(args: &[String]) -> Result<(), String> {
     let mut count = 2;
     let mut kind = NodeKind::Trixie;
-    let mut apt_mirror = false;
+    let (mut apt_mirror, mut in_memory) = (false, false);
+    let (mut mbit, mut delay_ms) = (None, 0u64);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -44,15 +47,30 @@ fn up(args: &[String]) -> Result<(), String> {
                 }
             }
             "--apt-mirror" => apt_mirror = true,
+            "--in-memory" => in_memory = true,
+            "--mbit" => mbit = Some(number(it.next())?),
+            "--delay" => delay_ms = number(it.next())?,
             n => count = n.parse().map_err(|_| USAGE.to_owned())?,
         }
     }
     let started = std::time::Instant::now();
     let mut spec = ClusterSpec::uniform(kind, count);
     spec.apt_mirror = apt_mirror;
+    spec.in_memory = in_memory;
     let cluster = Cluster::start(&spec).map_err(|e| e.to_string())?;
-    // Only now: the nodes' processes would inherit the blocked signals.
+    // Only now: the nodes' processes would inherit the blocked signals
+    // (the delay relays' threads must: they are ours).
     let signals = block_signals();
+    for node in cluster.nodes() {
+        if let Some(m) = mbit {
+            node.shape(u32::try_from(m).map_err(|_| USAGE.to_owned())?)
+                .map_err(|e| e.to_string())?;
+        }
+        if delay_ms > 0 {
+            node.delay(std::time::Duration::from_millis(delay_ms))
+                .map_err(|e| e.to_string())?;
+        }
+    }
     println!(
         "{count} node(s) up in {:.1?} (cluster {})",
         started.elapsed(),
@@ -77,6 +95,11 @@ fn up(args: &[String]) -> Result<(), String> {
     println!("tearing down");
     drop(cluster);
     Ok(())
+}
+
+fn number(arg: Option<&String>) -> Result<u64, String> {
+    arg.and_then(|a| a.parse().ok())
+        .ok_or_else(|| USAGE.to_owned())
 }
 
 /// Blocks SIGINT and SIGTERM (the process has only this thread now), so

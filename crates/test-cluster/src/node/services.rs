@@ -59,7 +59,10 @@ impl Node {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if UnixStream::connect(&socket).is_ok() {
-                return Ok(());
+                return match daemon.as_ref() {
+                    Some(c) => self.count_cpu(c),
+                    None => Ok(()),
+                };
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -91,9 +94,21 @@ impl Node {
         }
         let mut c = self.command("/usr/sbin/sshd");
         c.args(["-D", "-e", "-o", "UsePAM=no", "-h", self.kind.host_key()]);
+        if self.delayed() > Duration::ZERO {
+            // The delay relay has the node's address.
+            c.args(["-o", "ListenAddress=127.0.0.1"]);
+        }
         let (child, log) = self.spawn_service(c, "sshd")?;
         *sshd = Some(child);
         self.wait_sshd(sshd, &log)
+    }
+
+    /// Counts `service` (an `nsenter` that forked it) in the node's CPU.
+    fn count_cpu(&self, service: &Child) -> Result<()> {
+        match (&self.cpu, child_of(service.id())) {
+            (Some(cpu), Some(pid)) => cpu.join(pid),
+            _ => Ok(()),
+        }
     }
 
     /// Waits until the sshd answers with its SSH banner.
@@ -102,7 +117,10 @@ impl Node {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if banner(addr) {
-                return Ok(());
+                return match sshd.as_ref() {
+                    Some(c) => self.count_cpu(c),
+                    None => Ok(()),
+                };
             }
             let exited = sshd
                 .as_mut()

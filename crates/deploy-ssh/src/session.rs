@@ -217,6 +217,9 @@ fn unknown(ep: &Endpoint, key: &russh::keys::PublicKey) -> SshError {
     }
 }
 
+/// Our receive window per channel (see [`client_config`]).
+const RECEIVE_WINDOW: u32 = 16 << 20;
+
 /// russh's client configuration for one hop: keepalives, and the host key
 /// algorithms recorded in known_hosts first (as OpenSSH orders them).
 fn client_config(ep: &Endpoint) -> Arc<client::Config> {
@@ -246,6 +249,10 @@ fn client_config(ep: &Endpoint) -> Arc<client::Config> {
         preferred.compression = vec![ZLIB_LEGACY, ZLIB, NONE].into();
     }
     Arc::new(client::Config {
+        // What the node may send us ahead of our acknowledgement, per
+        // channel: russh's 2 MiB caps a channel at 2 MiB per round trip
+        // (25 MB/s at 80 ms), too little for the link probe's echo.
+        window_size: RECEIVE_WINDOW,
         keepalive_interval: Some(ep.keepalive_interval),
         keepalive_max: ep.keepalive_max,
         nodelay: true,

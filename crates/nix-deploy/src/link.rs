@@ -7,11 +7,13 @@
 //! node: `cat` echoes what we send, so every byte we time has crossed the
 //! link both ways and nothing else (no daemon, no disk) is measured. It
 //! sends a short train of random bytes (so an SSH compression can't flatter
-//! it): a few bytes alone give the round-trip time, the pace of the second
-//! half of the train's echo the bottleneck's bandwidth (the first half may
+//! it): its small first piece gives the round-trip time, the pace of the
+//! second half of its echo the bottleneck's bandwidth (the first half may
 //! ride a token bucket's burst). On a fast link a longer train refines the
 //! rate and, when the round trip is long, shows the node's SSH channel
-//! window: the bytes the channel accepted before its first pause. The
+//! window: the bytes the channel accepted before its first pause (the rate
+//! is then taken from those bytes only, sent back to back; the rest waited
+//! for the window, not for the link). The
 //! probe's bytes are few (256 KiB, or up to 8 MiB when the link takes them
 //! in tens of milliseconds), so it costs a few round trips and runs while
 //! the copy plans.
@@ -32,12 +34,16 @@ const REFINE_TIME: Duration = Duration::from_millis(30);
 /// … within these lengths.
 const REFINE_MIN: usize = 1 << 20;
 const REFINE_MAX: usize = 8 << 20;
-/// Below this round trip no window could limit a channel worth measuring.
-const WINDOW_FROM_RTT: Duration = Duration::from_millis(2);
+/// Below this round trip a window (OpenSSH's is 2 MiB) carries 200 MiB/s
+/// or more per channel, so it can't matter, and pauses of a busy CPU would
+/// pass for one.
+const WINDOW_FROM_RTT: Duration = Duration::from_millis(10);
 /// The whole probe gives up after this long.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Pieces written at a time.
 const PIECE: usize = 32 * 1024;
+/// A train's first piece.
+const FIRST_PIECE: usize = 1024;
 
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,11 +109,9 @@ async fn run(session: &SshSession) -> Result<LinkEstimate, ProbeError> {
     let (mut rd, mut wr) = tokio::io::split(process);
     let (machine, cpus) = header(&mut rd).await?;
     let noise = noise();
-    // A few bytes alone time the round trip itself.
-    let rtt = train(&mut rd, &mut wr, &noise, 64).await?.rtt;
     let first = train(&mut rd, &mut wr, &noise, FIRST_TRAIN).await?;
     let mut estimate = LinkEstimate {
-        rtt,
+        rtt: first.rtt,
         bytes_per_second: first.rate,
         window: None,
         machine,
@@ -117,15 +121,26 @@ async fn run(session: &SshSession) -> Result<LinkEstimate, ProbeError> {
         let len = ((first.rate as f64 * REFINE_TIME.as_secs_f64()) as usize)
             .clamp(REFINE_MIN, REFINE_MAX);
         let second = train(&mut rd, &mut wr, &noise, len).await?;
-        estimate.bytes_per_second = second.rate;
-        if estimate.rtt >= WINDOW_FROM_RTT {
-            estimate.window = second.window(estimate.rtt);
-        }
+        let window = (estimate.rtt >= WINDOW_FROM_RTT)
+            .then(|| second.window(estimate.rtt))
+            .flatten();
+        // Past the window the train waits for acknowledgements: only the
+        // bytes sent back to back before show the link's pace. Noise (a
+        // busy CPU at either end) only ever slows a train down, so the
+        // faster of the two trains is the better estimate.
+        let second_rate = match window {
+            Some(w) => second.rate_within(w as usize),
+            None => second.rate,
+        };
+        estimate.bytes_per_second = first.rate.max(second_rate);
+        estimate.window = window;
     }
-    // EOF ends `cat`, and the channel with it.
-    wr.shutdown().await?;
-    let mut rest = Vec::new();
-    rd.read_to_end(&mut rest).await?;
+    // EOF ends `cat`, and the channel with it: in the background, the
+    // estimate is ready.
+    tokio::spawn(async move {
+        let _ = wr.shutdown().await;
+        let _ = tokio::io::copy(&mut rd, &mut tokio::io::sink()).await;
+    });
     Ok(estimate)
 }
 
@@ -166,14 +181,23 @@ fn noise() -> Vec<u8> {
 
 /// One train's timings.
 struct Train {
-    /// When its first byte came back.
+    /// When its first piece came back.
     rtt: Duration,
     rate: u64,
     /// When each piece was accepted by the channel, and the bytes so far.
     accepted: Vec<(Duration, usize)>,
+    /// When echoed bytes came back, and the bytes so far.
+    arrivals: Vec<(Duration, usize)>,
 }
 
 impl Train {
+    /// The pace at which the first `len` bytes came back.
+    fn rate_within(&self, len: usize) -> u64 {
+        let end = self.arrivals.partition_point(|a| a.1 < len);
+        let within = &self.arrivals[..(end + 1).min(self.arrivals.len())];
+        second_half_rate(within, within.last().map_or(0, |a| a.1))
+    }
+
     /// The bytes the channel took before its first pause longer than a
     /// third of a round trip: the node's window, if the train outgrew it.
     fn window(&self, rtt: Duration) -> Option<u64> {
@@ -196,7 +220,12 @@ async fn train(
         let mut accepted = Vec::with_capacity(len / PIECE + 1);
         let mut sent = 0;
         while sent < len {
-            let n = PIECE.min(len - sent);
+            // A small first piece: its echo times the round trip alone.
+            let n = match sent {
+                0 => FIRST_PIECE,
+                _ => PIECE,
+            }
+            .min(len - sent);
             // The noise is two pieces long: any piece fits from any offset.
             let off = sent % PIECE;
             wr.write_all(&noise[off..off + n]).await?;
@@ -223,11 +252,11 @@ async fn train(
         Ok(arrivals)
     };
     let (accepted, arrivals) = tokio::try_join!(async { Ok(send.await?) }, receive)?;
-    let rtt = arrivals.first().map_or(Duration::ZERO, |a| a.0);
     Ok(Train {
-        rtt,
+        rtt: arrivals.first().map_or(Duration::ZERO, |a| a.0),
         rate: second_half_rate(&arrivals, len),
         accepted,
+        arrivals,
     })
 }
 
@@ -236,18 +265,17 @@ fn second_half_rate(arrivals: &[(Duration, usize)], len: usize) -> u64 {
     let Some(&(end, _)) = arrivals.last() else {
         return 0;
     };
+    // From the last arrival before the half (or the first arrival, if the
+    // half came in one read) to the end.
     let (t, got) = arrivals
         .iter()
         .copied()
-        .find(|&(_, got)| got >= len / 2)
-        .unwrap_or((end, len));
-    let (t, got) = if end > t {
-        (t, got)
-    } else {
-        // Everything arrived in one read: time it from the first arrival.
-        (arrivals[0].0, arrivals[0].1)
-    };
-    let secs = (end - t).as_secs_f64().max(1e-6);
+        .take_while(|&(_, got)| got < len / 2)
+        .last()
+        .unwrap_or(arrivals[0]);
+    // Reads come in pieces of tens of KiB: below a millisecond the clock
+    // says little, and the estimate stays a lower bound.
+    let secs = (end - t).as_secs_f64().max(1e-3);
     ((len - got) as f64 / secs) as u64
 }
 
@@ -278,9 +306,19 @@ mod tests {
             rtt: ms(80),
             rate: 0,
             accepted: vec![(ms(0), 1), (ms(1), 2), (ms(2), 3), (ms(83), 4), (ms(84), 5)],
+            // The first window's bytes come back paced by the link, the
+            // rest a round trip later.
+            arrivals: vec![
+                (ms(80), 1),
+                (ms(81), 2),
+                (ms(82), 3),
+                (ms(163), 4),
+                (ms(164), 5),
+            ],
         };
         assert_eq!(t.window(ms(80)), Some(3));
         assert_eq!(t.window(ms(300)), None);
+        assert_eq!(t.rate_within(3), 1000);
     }
 
     #[test]

@@ -8,15 +8,17 @@
 //!   where the link is the bottleneck anyway and each zstd context costs
 //!   memory), at most [`MAX_JOBS`] (sshd allows 10 channels per connection:
 //!   ours, the node lock and these).
-//! - **Compression**: on when those connections carry less than
-//!   [`COMPRESS_BELOW`]; then zstd through the node's receiver, else zlib.
+//! - **Compression**: on when one channel carries less than
+//!   [`COMPRESS_BELOW`] (the link's rate, or a window per round trip):
+//!   where dependencies leave one connection with work, as in a closure's
+//!   first levels, that is all the copy gets. Then zstd through the node's
+//!   receiver, else zlib.
 
 use crate::link::LinkEstimate;
 
 use super::Compression;
 
-/// Below this many bytes per second (the link's, with the copy's
-/// connections), compressing pays: 64 MiB/s, about 540 Mbit/s. zstd's
+/// Below this many bytes per second (one channel's), compressing pays: 64 MiB/s, about 540 Mbit/s. zstd's
 /// fastest level compresses several hundred MiB/s per core, and a node's
 /// daemons import about 100 MiB/s.
 pub const COMPRESS_BELOW: u64 = 64 << 20;
@@ -58,17 +60,18 @@ pub fn decide(
         (None, Some(l)) => base.max(needed(l)).min(MAX_JOBS),
         (None, None) => base,
     };
-    let plain_jobs = sized(DEFAULT_JOBS);
-    let plain_rate = link.map_or(0, |l| l.capacity(plain_jobs));
+    // One channel's capacity decides: dependencies often leave a single
+    // connection with work (the first levels of a closure), and there a
+    // window per round trip is all it carries.
+    let per_channel = link.map_or(u64::MAX, |l| l.capacity(1));
     let compress = match compression {
         Compression::Never => false,
         Compression::Always => true,
-        Compression::Auto => link.is_some() && plain_rate < COMPRESS_BELOW,
+        Compression::Auto => per_channel < COMPRESS_BELOW,
     };
-    let jobs = if compress {
-        sized(COMPRESSED_JOBS)
-    } else {
-        plain_jobs
+    let jobs = match compress {
+        true => sized(COMPRESSED_JOBS),
+        false => sized(DEFAULT_JOBS),
     };
     TransferPlan {
         jobs,
@@ -122,12 +125,17 @@ mod tests {
     #[test]
     fn long_round_trips_get_channels_for_the_bandwidth_delay_product() {
         let w = Some(2 * MIB);
-        // 80 ms: 128 MiB/s × 0.08 s / 2 MiB = 5.12: 6 channels, 150 MiB/s.
+        // 20 ms: a channel carries 100 MiB/s; 128 MiB/s × 0.02 s / 2 MiB
+        // = 1.3 channels: the default 4, plain.
+        let p = decide(Some(&link(20, 300 * MIB, w)), Compression::Auto, None);
+        assert_eq!((p.jobs, p.compress), (DEFAULT_JOBS, false));
+        // 80 ms: a channel carries 25 MiB/s: compress; 5.12: 6 channels,
+        // 150 MiB/s uncompressed in all.
         let p = decide(Some(&link(80, 300 * MIB, w)), Compression::Auto, None);
-        assert_eq!((p.jobs, p.compress), (6, false));
-        // 150 ms: 9.6, capped at 8: 107 MiB/s, still plain.
+        assert_eq!((p.jobs, p.compress, p.plain_rate), (6, true, 150 * MIB));
+        // 150 ms: 9.6, capped at 8.
         let p = decide(Some(&link(150, 300 * MIB, w)), Compression::Auto, None);
-        assert_eq!((p.jobs, p.compress), (MAX_JOBS, false));
+        assert_eq!((p.jobs, p.compress), (MAX_JOBS, true));
         // 40 ms at 100 Mbit/s: the link is the limit: compress.
         let p = decide(Some(&link(40, 12 * MIB, w)), Compression::Auto, None);
         assert_eq!((p.jobs, p.compress), (2, true));

@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::events::{CompressionMethod, CopyEvent, Events};
 use super::plan::{self, TransferPlan};
-use super::upload::{Route, Upload};
+use super::schedule::{BatchLimits, Schedule};
+use super::upload::{classify, send_batch, Route};
 use super::{local_closure, sign, Compression, CopyError, CopyOptions, NodeStore};
 use crate::compress::{Decision, Receiver, ZstdControl};
 use crate::link::LinkEstimate;
@@ -191,7 +192,7 @@ where
         .into_iter()
         .partition(|i| closure.contains_key(&i.path));
     *missing = rest;
-    let shared_paths: BTreeSet<&StorePath> = shared.iter().map(|i| &i.path).collect();
+    let shared_paths: BTreeSet<StorePath> = shared.iter().map(|i| i.path.clone()).collect();
     let others: Vec<StorePath> = closure
         .keys()
         .filter(|p| !shared_paths.contains(p))
@@ -208,10 +209,39 @@ where
         .collect();
     sign(&mut own, options).map_err(CopyError::Sign)?;
     let sent = own.len();
-    let plain = Route::plain(store.connector.clone());
-    // The shared paths first: the receiver's own may reference them.
-    let settings = store.settings(options, events.clone(), cancel);
-    Upload::run(plain.clone(), shared, 1, settings).await?;
-    Upload::run(plain, own, 1, store.settings(options, Events(None), cancel)).await?;
+    // Over the main connection, already open: the shared paths first (with
+    // progress: they are the copy's own), then the receiver's others.
+    for (paths, events) in [(shared, events.clone()), (own, Events(None))] {
+        if paths.is_empty() {
+            continue;
+        }
+        let ordered = import_order(paths);
+        let sent = tokio::select! {
+            r = send_batch(&mut store.main, &ordered, &events, !options.check_signatures) => r,
+            () = cancel.cancelled() => return Err(CopyError::Cancelled { node: store.node.clone() }),
+        };
+        sent.map_err(|e| {
+            let key = options
+                .signing_key
+                .as_ref()
+                .map(|k| k.public_key().to_string());
+            classify(e, &store.node, key.as_ref(), || {
+                ordered.first().map(|i| i.path.clone())
+            })
+        })?;
+        events.send(CopyEvent::PathsDone {
+            paths: ordered.len(),
+        });
+    }
     Ok(sent)
+}
+
+/// `paths` in an order where each comes after its references.
+fn import_order(paths: Vec<PathInfo>) -> Vec<PathInfo> {
+    let mut schedule = Schedule::new(paths);
+    let all = schedule.next_batch(BatchLimits {
+        bytes: u64::MAX,
+        paths: usize::MAX,
+    });
+    all.iter().map(|&i| schedule.info(i).clone()).collect()
 }

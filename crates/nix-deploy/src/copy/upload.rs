@@ -267,32 +267,12 @@ impl<C: Connector + 'static> Upload<C> {
             .map_err(|e| self.remote(e))
     }
 
-    /// Streams one batch in one AddMultipleToStore (one AddToStoreNar per
-    /// path on daemons older than Nix 2.4), each NAR encoded from the local
-    /// filesystem as it goes.
     async fn send(
         &self,
         conn: &mut DaemonClient<C::Stream>,
         infos: &[PathInfo],
     ) -> Result<(), daemon::Error> {
-        let events = self.events.clone();
-        let items = infos.iter().cloned().map(move |info: PathInfo| {
-            events.send(CopyEvent::PathStarted {
-                path: info.path.clone(),
-                nar_size: info.nar_size,
-            });
-            let (reader, stats) = nar::encode_async(PathBuf::from(info.path.to_absolute()), CHUNK);
-            let verified = VerifyingReader::new(
-                reader,
-                stats,
-                info.path.clone(),
-                info.nar_hash,
-                events.clone(),
-            );
-            (info, verified)
-        });
-        conn.add_multiple_to_store(items, false, self.dont_check_sigs)
-            .await
+        send_batch(conn, infos, &self.events, self.dont_check_sigs).await
     }
 
     fn remote(&self, source: daemon::Error) -> CopyError {
@@ -302,27 +282,74 @@ impl<C: Connector + 'static> Upload<C> {
         }
     }
 
-    /// Recognises the node refusing unsigned paths.
     fn classify(&self, e: daemon::Error) -> CopyError {
-        if let Some(de) = e.daemon_error() {
-            let message = de.message();
-            if message.contains("lacks a valid signature")
-                || message.contains("lacks a signature by a trusted key")
-            {
-                let path = message
-                    .split('\'')
-                    .find_map(|s| StorePath::parse(s).ok())
-                    .or_else(|| self.lock().first_unfinished());
-                if let Some(path) = path {
-                    return CopyError::Untrusted {
-                        node: self.node.clone(),
-                        path,
-                        message,
-                        signed_with: self.signed_with.clone(),
-                    };
-                }
+        classify(e, &self.node, self.signed_with.as_ref(), || {
+            self.lock().first_unfinished()
+        })
+    }
+}
+
+/// Streams one batch (in an order the daemon can import) in one
+/// AddMultipleToStore (one AddToStoreNar per path on daemons older than Nix
+/// 2.4), each NAR encoded from the local filesystem as it goes.
+pub(super) async fn send_batch<S>(
+    conn: &mut DaemonClient<S>,
+    infos: &[PathInfo],
+    events: &Events,
+    dont_check_sigs: bool,
+) -> Result<(), daemon::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let events = events.clone();
+    let items = infos.iter().cloned().map(move |info: PathInfo| {
+        events.send(CopyEvent::PathStarted {
+            path: info.path.clone(),
+            nar_size: info.nar_size,
+        });
+        let (reader, stats) = nar::encode_async(PathBuf::from(info.path.to_absolute()), CHUNK);
+        let verified = VerifyingReader::new(
+            reader,
+            stats,
+            info.path.clone(),
+            info.nar_hash,
+            events.clone(),
+        );
+        (info, verified)
+    });
+    conn.add_multiple_to_store(items, false, dont_check_sigs)
+        .await
+}
+
+/// Recognises the node refusing unsigned paths; `first` names the path when
+/// the daemon's message does not.
+pub(super) fn classify(
+    e: daemon::Error,
+    node: &str,
+    signed_with: Option<&String>,
+    first: impl FnOnce() -> Option<StorePath>,
+) -> CopyError {
+    if let Some(de) = e.daemon_error() {
+        let message = de.message();
+        if message.contains("lacks a valid signature")
+            || message.contains("lacks a signature by a trusted key")
+        {
+            let path = message
+                .split('\'')
+                .find_map(|s| StorePath::parse(s).ok())
+                .or_else(first);
+            if let Some(path) = path {
+                return CopyError::Untrusted {
+                    node: node.to_owned(),
+                    path,
+                    message,
+                    signed_with: signed_with.cloned(),
+                };
             }
         }
-        self.remote(e)
+    }
+    CopyError::Remote {
+        node: node.to_owned(),
+        source: e,
     }
 }

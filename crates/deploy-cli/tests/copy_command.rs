@@ -108,6 +108,80 @@ fn a_client_killed_halfway_leaves_a_valid_store_and_the_rerun_completes() {
 }
 
 #[test]
+fn a_client_killed_mid_zstd_stream_leaves_valid_stores_and_the_rerun_completes() {
+    let fx = fixture_closure(300, "cli-kill-zstd", 256);
+    let receiver = test_support::receiver_package();
+    let cluster = Cluster::start(
+        &ClusterSpec::new()
+            .node("trixie", NodeKind::Trixie)
+            .node("local", NodeKind::LocalNix),
+    )
+    .unwrap();
+    for node in cluster.nodes() {
+        node.shape(50).unwrap();
+        let mut child = deploy_copy(&cluster, node, &fx.root)
+            .args(["--compression", "yes", "--receiver", &receiver])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (mut done, mut zstd) = (0, false);
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            zstd |= e["event"] == "compression" && e["method"] == "zstd";
+            if e["event"] == "pathsDone" {
+                done += e["paths"].as_u64().unwrap();
+                if done >= 20 {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            zstd && done >= 20,
+            "{}: zstd {zstd}, {done} paths",
+            node.name()
+        );
+        node.unshape().unwrap();
+        // The receivers and daemons see the end of their input and go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while node
+            .run("pgrep -f '[n]ix-deploy-receive'")
+            .unwrap()
+            .status
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: a receiver outlived its sender",
+                node.name()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        verify(node);
+
+        let out = deploy_copy(&cluster, node, &fx.root)
+            .args(["--compression", "yes", "--receiver", &receiver])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last = events(&out.stdout).pop().unwrap();
+        let present = last["presentPaths"].as_u64().unwrap();
+        assert!(
+            present >= done && present < fx.closure.len() as u64,
+            "{last}"
+        );
+        verify(node);
+        assert_eq!(node_closure(node, &fx.root), fx.closure);
+    }
+}
+
+#[test]
 fn unknown_host_keys_are_refused_unless_accept_new_is_given() {
     let fx = fixture_closure(2, "cli-hostkey", 1);
     let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();

@@ -230,6 +230,51 @@ fn deploy_all_then_diff_names_exactly_a_version_bump() {
 }
 
 #[test]
+fn deploy_compresses_through_the_receiver_on_every_node() {
+    let cluster = cluster();
+    let receiver = test_support::receiver_package();
+    let out = deploy(
+        &cluster,
+        &repo_flake(),
+        &fixture_nixpkgs(),
+        &[
+            "--goal",
+            "push",
+            "--compression",
+            "yes",
+            "--receiver",
+            &receiver,
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let zstd: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "compression" && e["method"] == "zstd")
+        .map(|e| e["node"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(zstd, [MAIN, WORKER].map(String::from).into(), "{text}");
+    for node in cluster.nodes() {
+        node.verify_store().unwrap();
+        assert!(
+            node.run_ok(&format!(
+                "test -x {receiver}/bin/nix-deploy-receive && echo yes"
+            ))
+            .unwrap()
+            .contains("yes"),
+            "{}",
+            node.name()
+        );
+    }
+}
+
+#[test]
 fn a_node_that_is_down_fails_alone_with_a_partial_exit_code() {
     let cluster = cluster();
     let worker = cluster.node("worker").unwrap();

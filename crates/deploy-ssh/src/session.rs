@@ -2,6 +2,7 @@
 //! direct-tcpip channels), the handshake with host key verification, the
 //! connect timeout and keepalives, and opening exec channels.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use russh::client::{self, Handle};
@@ -26,6 +27,8 @@ pub struct SshSession {
     jumps: Vec<(String, Handle<HostKeyCheck>)>,
     endpoint: Endpoint,
     stderr_limit: usize,
+    /// Whether the key exchange agreed on compressing what we send.
+    compressing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SshSession {
@@ -49,16 +52,19 @@ impl SshSession {
         let mut jumps: Vec<(String, Handle<HostKeyCheck>)> = Vec::new();
         for hop in &endpoint.jumps {
             let hop = resolve(hop, &config, opts, false)?;
+            let flag = Arc::default();
             let handle = match jumps.last() {
-                None => connect_tcp(&hop, opts).await?,
-                Some((label, previous)) => connect_via(previous, label, &hop, opts).await?,
+                None => connect_tcp(&hop, opts, flag).await?,
+                Some((label, previous)) => connect_via(previous, label, &hop, opts, flag).await?,
             };
             tracing::debug!(jump = %hop.label(), "jump host connected");
             jumps.push((hop.label(), handle));
         }
+        let compressing = Arc::new(AtomicBool::new(false));
+        let flag = compressing.clone();
         let handle = match jumps.last() {
-            None => connect_tcp(&endpoint, opts).await?,
-            Some((label, previous)) => connect_via(previous, label, &endpoint, opts).await?,
+            None => connect_tcp(&endpoint, opts, flag).await?,
+            Some((label, previous)) => connect_via(previous, label, &endpoint, opts, flag).await?,
         };
         tracing::info!(node = %endpoint.label(), jumps = jumps.len(), "SSH session established");
         Ok(SshSession {
@@ -66,6 +72,7 @@ impl SshSession {
             jumps,
             endpoint,
             stderr_limit: opts.stderr_limit,
+            compressing,
         })
     }
 
@@ -84,9 +91,10 @@ impl SshSession {
         self.endpoint.port
     }
 
-    /// Whether the connection asked for compression (`Compression yes`).
+    /// Whether the connection compresses what we send: we asked for it
+    /// (`Compression yes`) and the server agreed.
     pub fn is_compressed(&self) -> bool {
-        self.endpoint.compression
+        self.compressing.load(Ordering::Relaxed)
     }
 
     /// Whether the connection has closed (e.g. keepalives went unanswered).
@@ -157,6 +165,8 @@ impl SshSession {
 /// Host key verification for one hop, as russh's client handler.
 pub(crate) struct HostKeyCheck {
     endpoint: Endpoint,
+    /// Set at each key exchange: whether client-to-server data is compressed.
+    compressing: Arc<AtomicBool>,
 }
 
 /// Why the handshake failed: protocol, or our own host key verdict.
@@ -174,6 +184,20 @@ impl From<russh::Error> for HandshakeError {
 
 impl client::Handler for HostKeyCheck {
     type Error = HandshakeError;
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let compressing = !matches!(
+            names.client_compression,
+            russh::compression::Compression::None
+        );
+        self.compressing.store(compressing, Ordering::Relaxed);
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,
@@ -297,12 +321,14 @@ async fn handshake<S>(
     ep: &Endpoint,
     stream: S,
     opts: &SshOptions,
+    compressing: Arc<AtomicBool>,
 ) -> Result<Handle<HostKeyCheck>, SshError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handler = HostKeyCheck {
         endpoint: ep.clone(),
+        compressing,
     };
     let mut handle = client::connect_stream(client_config(ep), stream, handler)
         .await
@@ -319,7 +345,11 @@ where
 }
 
 /// Connects a hop directly over TCP, within its connect timeout.
-async fn connect_tcp(ep: &Endpoint, opts: &SshOptions) -> Result<Handle<HostKeyCheck>, SshError> {
+async fn connect_tcp(
+    ep: &Endpoint,
+    opts: &SshOptions,
+    compressing: Arc<AtomicBool>,
+) -> Result<Handle<HostKeyCheck>, SshError> {
     let attempt = async {
         let addrs: Vec<_> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
             .await
@@ -336,7 +366,7 @@ async fn connect_tcp(ep: &Endpoint, opts: &SshOptions) -> Result<Handle<HostKeyC
                 port: ep.port,
                 source,
             })?;
-        handshake(ep, stream, opts).await
+        handshake(ep, stream, opts, compressing).await
     };
     within_timeout(ep, attempt).await
 }
@@ -347,6 +377,7 @@ async fn connect_via(
     previous_label: &str,
     ep: &Endpoint,
     opts: &SshOptions,
+    compressing: Arc<AtomicBool>,
 ) -> Result<Handle<HostKeyCheck>, SshError> {
     let attempt = async {
         let channel = previous
@@ -358,7 +389,7 @@ async fn connect_via(
                 port: ep.port,
                 source: Box::new(source),
             })?;
-        handshake(ep, channel.into_stream(), opts).await
+        handshake(ep, channel.into_stream(), opts, compressing).await
     };
     within_timeout(ep, attempt).await
 }

@@ -203,6 +203,59 @@ pub fn build_lock() -> std::fs::File {
     file
 }
 
+/// The `nix-deploy-receive` program (built by cargo for this test run's
+/// profile, if it is not already) as a package in the local store
+/// (`<path>/bin/nix-deploy-receive`); returns the store path.
+pub fn receiver_package() -> String {
+    static PACKAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PACKAGE
+        .get_or_init(|| {
+            let release = !cfg!(debug_assertions);
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.current_dir(repo_root()).args([
+                "build",
+                "-q",
+                "-p",
+                "deploy-receive",
+                "--bin",
+                "nix-deploy-receive",
+            ]);
+            if release {
+                build.arg("--release");
+            }
+            run(&mut build);
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"));
+            let bin = target
+                .join(if release { "release" } else { "debug" })
+                .join("nix-deploy-receive");
+            let program = std::fs::read(&bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+            package_with_program("nix-deploy-receive", &program, true)
+        })
+        .clone()
+}
+
+/// A package `name` in the local store holding `bin/nix-deploy-receive`
+/// with these bytes (executable or not), for receivers that can't run.
+pub fn package_with_program(name: &str, program: &[u8], executable: bool) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = dir.path().join(name).join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    let file = bin.join("nix-deploy-receive");
+    std::fs::write(&file, program).expect("write the program");
+    let mode = if executable { 0o555 } else { 0o444 };
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    let _one_at_a_time = build_lock();
+    run(Command::new("nix-store")
+        .arg("--add")
+        .arg(dir.path().join(name)))
+    .trim()
+    .to_owned()
+}
+
 /// A socket daemon (`nix-daemon`, this machine's Nix) serving the local
 /// store on a private socket path (`NIX_DAEMON_SOCKET_PATH`), so tests do
 /// not depend on a system daemon. Killed on drop.

@@ -22,7 +22,9 @@
     in
     {
       packages = forAllSystems (pkgs: hostProfiles pkgs // rec {
-        deploy = pkgs.callPackage ./nix/deploy.nix { };
+        # Static where nixpkgs can (pkgsStatic), so nodes get one binary.
+        nix-deploy-receive = (pkgs.pkgsStatic or pkgs).callPackage ./nix/receiver.nix { };
+        deploy = pkgs.callPackage ./nix/deploy.nix { receiver = nix-deploy-receive; };
         default = deploy;
       });
 

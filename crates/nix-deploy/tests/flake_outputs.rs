@@ -36,14 +36,20 @@ async fn flake_check_passes_and_outputs_cover_both_systems() {
                 "default",
                 "deploy",
                 "k8s-cluster-main",
-                "k8s-cluster-node-1"
+                "k8s-cluster-node-1",
+                "nix-deploy-receive"
             ],
             "{system}"
         );
         assert_eq!(keys(&show["apps"][system]), ["default", "deploy"]);
         assert_eq!(
             keys(&show["checks"][system]),
-            ["deploy", "k8s-cluster-main", "k8s-cluster-node-1"]
+            [
+                "deploy",
+                "k8s-cluster-main",
+                "k8s-cluster-node-1",
+                "nix-deploy-receive"
+            ]
         );
         assert_eq!(keys(&show["devShells"][system]), ["default"]);
         assert_eq!(show["formatter"][system]["name"], "nixpkgs-fmt-1.3.0");
@@ -53,6 +59,16 @@ async fn flake_check_passes_and_outputs_cover_both_systems() {
             .await
             .expect("eval");
         assert_eq!(drv_system, system);
+        // deploy is built knowing the receiver of its own system.
+        let baked = nix
+            .eval_json(&format!("packages.{system}.deploy.NIX_DEPLOY_RECEIVER"))
+            .await
+            .expect("eval");
+        let receiver = nix
+            .eval_json(&format!("packages.{system}.nix-deploy-receive.outPath"))
+            .await
+            .expect("eval");
+        assert_eq!(baked, receiver, "{system}");
     }
 
     // The default app runs the default package's bin/deploy.

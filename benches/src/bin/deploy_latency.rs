@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use benches::{deploy_binary, median};
 use deploy_ssh::Target;
 use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan, NodeStatus};
 use nix_wire::StorePath;
@@ -25,11 +26,6 @@ const NODES: [&str; 3] = [
 ];
 const TARGET: Duration = Duration::from_secs(1);
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn timed(runs: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
     f()?; // warm-up: evaluation caches, first connections
     let mut times = Vec::new();
@@ -42,9 +38,7 @@ fn timed(runs: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Durat
 }
 
 fn deploy_cli(flake: &Path, cluster: &Cluster, args: &[&str]) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let deploy = exe.with_file_name("deploy");
-    let mut c = Command::new(&deploy);
+    let mut c = Command::new(deploy_binary()?);
     c.arg("--flake")
         .arg(flake_ref(flake))
         .args(nix_args(&fixture_nixpkgs()));
@@ -55,12 +49,7 @@ fn deploy_cli(flake: &Path, cluster: &Cluster, args: &[&str]) -> Result<(), Stri
     for (i, name) in NODES.iter().enumerate() {
         c.arg("--target").arg(format!("{name}=node{i}"));
     }
-    let out = c.args(args).output().map_err(|e| {
-        format!(
-            "{}: {e} (cargo build --release -p deploy-cli first)",
-            deploy.display()
-        )
-    })?;
+    let out = c.args(args).output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {

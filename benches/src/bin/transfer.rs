@@ -1,68 +1,103 @@
-//! Transfer speed: a real closure (`tests/fixtures/real-closure.nix`, ~930
-//! paths, ~450 MB of this machine's libraries, headers and Python modules)
-//! copied cold into a fresh test-cluster node (Debian 13, Nix 2.26) by our
-//! engine, by `nix copy --to ssh-ng://` and by raw OpenSSH pipes of the
-//! same bytes; then the no-op copy (everything present) and our peak RSS.
-//! The same again on a link shaped to 100 Mbit/s.
+//! Transfer speed (issue 10): a real closure (`tests/fixtures/real-closure.nix`,
+//! ~930 paths, ~450 MB of this machine's libraries, headers and Python
+//! modules) in several shapes, copied cold into fresh test-cluster nodes
+//! (Debian 13, Nix 2.26, files in memory) over links of several speeds and
+//! round trips, by ours (`deploy copy` and `deploy all`, the real binary),
+//! `nix copy --to ssh-ng://` and the raw OpenSSH pipe; then the no-op copy.
 //!
-//! Usage: `transfer [--runs N] [--mbit M] [--parts cold,noop,shaped,noop-shaped]
-//! [--salt S] [--shape wide|chain] [--full]`. Defaults: 3 runs, 100 Mbit/s, all parts, salt
-//! `bench`. On the shaped link: ours (jobs=4), `nix copy`, the raw pipe,
-//! and both with zlib (`Compression yes` / `NIX_SSHOPTS=-C`); jobs=1, the
-//! import pipe and the deploy-ssh pipe only on the unshaped link unless
-//! `--full`. `noop-shaped` fills a node at full speed, shapes its link, then
-//! times the no-op copies. Every cold copy goes to a node of its own and
-//! is checked (`nix-store --verify --check-contents` and the path count on
-//! the node, or the byte count through the pipe). Prints medians, ratios
-//! and the targets of issue 3. Needs root and `scripts/setup-test-machine`.
+//! Usage: `transfer [--runs N] [--shapes S,...] [--links L,...]
+//! [--methods M,...] [--salt S] [--noop]`.
+//! - shapes: `wide` (default), `chain`, `small-first`, `huge-first`;
+//! - links: `unshaped` (default), `<N>mbit`, `rtt<MS>`, `rtt<MS>+<N>mbit`;
+//! - methods: `ours`, `ours-plain` (`--compression no`), `deploy-all`,
+//!   `nix-copy`, `pipe` (default: ours, ours-plain, nix-copy).
 //!
-//! `transfer --one-copy SSH_CONFIG NODE JOBS ROOT` is the child process
-//! that runs one copy of ours; `transfer --one-pipe SSH_CONFIG NODE ROOT`
-//! the diagnostic one that streams the closure's NARs through one
-//! deploy-ssh channel into `wc -c` (our transport without a Nix daemon).
+//! Every cold copy goes to a node of its own and is checked (`nix-store
+//! --verify --check-contents` and the closure on the node, or the byte
+//! count through the pipe). Prints, per shape and link, medians with our
+//! CPU and the node's (its cgroup: sshd, daemons, receiver), then the
+//! ratios and the issue's targets, and at the end one line per shape and
+//! link. Needs root, `scripts/setup-test-machine` and
+//! `cargo build --release -p deploy-cli`.
 
+#[path = "transfer/deploy_all.rs"]
+mod deploy_all;
 #[path = "transfer/methods.rs"]
 mod methods;
-#[path = "transfer/one_copy.rs"]
-mod one_copy;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use methods::{Closure, Measured, Method};
+use benches::{measure, median};
+use methods::{Closure, Method, Run};
 use test_cluster::{Cluster, ClusterSpec, NodeKind};
 
 struct Args {
     runs: usize,
-    mbit: u32,
-    parts: Vec<String>,
+    shapes: Vec<String>,
+    links: Vec<Link>,
+    methods: Vec<Method>,
     salt: String,
-    shape: String,
-    full: bool,
+    noop: bool,
+}
+
+/// A link to shape a node's with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    mbit: Option<u32>,
+    rtt_ms: u64,
+}
+
+impl Link {
+    fn parse(s: &str) -> Option<Link> {
+        if s == "unshaped" {
+            return Some(Link {
+                mbit: None,
+                rtt_ms: 0,
+            });
+        }
+        let (rtt, mbit) = match s.split_once('+') {
+            Some((r, m)) => (Some(r), Some(m)),
+            None if s.starts_with("rtt") => (Some(s), None),
+            None => (None, Some(s)),
+        };
+        Some(Link {
+            rtt_ms: match rtt {
+                Some(r) => r.strip_prefix("rtt")?.parse().ok()?,
+                None => 0,
+            },
+            mbit: match mbit {
+                Some(m) => Some(m.strip_suffix("mbit")?.parse().ok()?),
+                None => None,
+            },
+        })
+    }
+
+    fn label(self) -> String {
+        match (self.mbit, self.rtt_ms) {
+            (None, 0) => "unshaped veth".to_owned(),
+            (Some(m), 0) => format!("{m} Mbit/s"),
+            (None, r) => format!("{r} ms RTT"),
+            (Some(m), r) => format!("{r} ms RTT, {m} Mbit/s"),
+        }
+    }
+
+    /// The issue's bar for `nix copy / ours`, if it sets one.
+    fn target(self) -> Option<f64> {
+        match (self.mbit, self.rtt_ms) {
+            (None, 0) => Some(1.0),
+            (Some(100), 0) => Some(2.7),
+            (Some(20), 0) => Some(3.0),
+            (None, 80) => Some(2.0),
+            _ => None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let result = if argv.first().map(String::as_str) == Some("--one-copy") {
-        match &argv[1..] {
-            [config, node, jobs, root] => match (jobs.as_str(), jobs.parse()) {
-                ("auto", _) => one_copy::run(PathBuf::from(config), node, None, root),
-                (_, Ok(jobs)) => one_copy::run(PathBuf::from(config), node, Some(jobs), root),
-                (_, Err(_)) => Err(format!("bad jobs {jobs}")),
-            },
-            _ => Err("usage: transfer --one-copy SSH_CONFIG NODE JOBS ROOT".into()),
-        }
-    } else if argv.first().map(String::as_str) == Some("--one-pipe") {
-        match &argv[1..] {
-            [config, node, root] => one_copy::pipe(PathBuf::from(config), node, root),
-            _ => Err("usage: transfer --one-pipe SSH_CONFIG NODE ROOT".into()),
-        }
-    } else {
-        parse(&argv).and_then(|a| bench(&a))
-    };
-    match result {
+    match parse(&argv).and_then(|a| bench(&a)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("transfer: {e}");
@@ -72,120 +107,161 @@ fn main() -> ExitCode {
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
+    let usage = "usage: transfer [--runs N] [--shapes wide,chain,small-first,huge-first] \
+                 [--links unshaped,100mbit,rtt80,rtt40+100mbit,...] \
+                 [--methods ours,ours-plain,deploy-all,nix-copy,pipe] [--salt S] [--noop]";
     let mut a = Args {
         runs: 3,
-        mbit: 100,
-        parts: ["cold", "noop", "shaped", "noop-shaped"]
-            .map(String::from)
-            .to_vec(),
+        shapes: vec!["wide".into()],
+        links: vec![Link {
+            mbit: None,
+            rtt_ms: 0,
+        }],
+        methods: vec![Method::Ours, Method::OursPlain, Method::NixCopy],
         salt: "bench".into(),
-        shape: "wide".into(),
-        full: false,
+        noop: false,
     };
-    let usage =
-        "usage: transfer [--runs N] [--mbit M] [--parts cold,noop,shaped,noop-shaped] [--salt S] [--shape wide|chain] [--full]";
+    let list = |v: String| v.split(',').map(str::to_owned).collect::<Vec<_>>();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or(usage.to_string());
         match flag.as_str() {
             "--runs" => a.runs = value()?.parse().map_err(|_| usage)?,
-            "--mbit" => a.mbit = value()?.parse().map_err(|_| usage)?,
-            "--parts" => a.parts = value()?.split(',').map(str::to_owned).collect(),
+            "--shapes" => a.shapes = list(value()?),
+            "--links" => {
+                a.links = list(value()?)
+                    .iter()
+                    .map(|l| Link::parse(l).ok_or(usage))
+                    .collect::<Result<_, _>>()?
+            }
+            "--methods" => {
+                a.methods = list(value()?)
+                    .iter()
+                    .map(|m| Method::parse(m).ok_or(usage))
+                    .collect::<Result<_, _>>()?
+            }
             "--salt" => a.salt = value()?,
-            "--shape" => a.shape = value()?,
-            "--full" => a.full = true,
+            "--noop" => a.noop = true,
             _ => return Err(usage.into()),
         }
     }
-    if a.runs == 0 {
+    if a.runs == 0 || a.methods.is_empty() {
         return Err(usage.into());
     }
     Ok(a)
 }
 
+/// One (shape, link)'s samples by row label.
+type Samples = BTreeMap<String, Vec<Run>>;
+
 fn bench(a: &Args) -> Result<(), String> {
-    let closure = build(&a.salt, &a.shape)?;
-    let mib = closure.nar_bytes as f64 / 1048576.0;
-    println!(
-        "closure {}: {} paths, NAR {} bytes ({mib:.0} MiB), export {} bytes",
-        closure.root,
-        closure.paths.len(),
-        closure.nar_bytes,
-        closure.export_bytes
-    );
-    let part = |name: &str| a.parts.iter().any(|p| p == name);
-    // (link, measure cold copies, measure no-op copies)
-    let mut links = Vec::new();
-    if part("cold") || part("noop") {
-        links.push((None, part("cold"), part("noop")));
-    }
-    if part("shaped") || part("noop-shaped") {
-        links.push((Some(a.mbit), part("shaped"), part("noop-shaped")));
-    }
-    for (link, cold, noop) in links {
-        let mut methods = vec![Method::Ours, Method::NixCopy, Method::RawPipe];
-        if link.is_some() || a.full {
-            methods.extend([Method::OursCompressed, Method::NixCopyCompressed]);
-        }
-        if link.is_none() || a.full {
-            methods.extend([Method::OursJobs1, Method::RawImport, Method::OursPipe]);
-        }
-        if !cold {
-            methods = vec![Method::Ours];
-        }
-        let name = link.map_or("unshaped veth".to_string(), |m| format!("{m} Mbit/s tbf"));
-        println!("\n== link: {name} ==");
-        let mut samples: BTreeMap<&str, Vec<Measured>> = BTreeMap::new();
-        for run in 0..a.runs {
-            // Rotate the order so no method always goes first.
-            let mut order = methods.clone();
-            order.rotate_left(run % methods.len());
-            for method in order {
-                let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie))
-                    .map_err(|e| e.to_string())?;
-                let node = &cluster.nodes()[0];
-                // Without cold rows, fill the node at full speed, then shape.
-                if let (Some(m), true) = (link, cold) {
-                    node.shape(m).map_err(|e| e.to_string())?;
-                }
-                let m = methods::copy(method, &cluster, node, &closure)?;
-                if let (Some(m), false) = (link, cold) {
-                    node.shape(m).map_err(|e| e.to_string())?;
-                }
-                print!(
-                    "run {} {:<32} {:>8.2}s  rss {:>4} MiB",
-                    run + 1,
-                    method.label(),
-                    m.wall.as_secs_f64(),
-                    m.max_rss_kib / 1024
-                );
-                if method == Method::Ours {
-                    print!("  (engine {}s)", field(&m.stdout, 2));
-                }
-                println!();
-                methods::check(method, &m, node, &closure)?;
-                if method == Method::Ours && noop {
-                    let o = methods::ours(cluster.ssh_config(), node, 4, &closure.root)?;
-                    let n = methods::nix_copy(cluster.ssh_config(), node, &closure.root, false)?;
-                    println!(
-                        "      no-op: ours {:.3}s  nix copy {:.3}s",
-                        o.wall.as_secs_f64(),
-                        n.wall.as_secs_f64()
-                    );
-                    if field(&o.stdout, 0) != "0" {
-                        return Err(format!("the no-op copy sent: {}", o.stdout.trim()));
+    let receiver = test_support::receiver_package();
+    let mut summary = Vec::new();
+    for shape in &a.shapes {
+        let closure = build(&a.salt, shape)?;
+        let flake = a
+            .methods
+            .contains(&Method::DeployAll)
+            .then(|| deploy_all::Flake::new(&closure.root));
+        println!(
+            "\nclosure {} ({shape}): {} paths, NAR {} bytes ({:.0} MiB)",
+            closure.root,
+            closure.paths.len(),
+            closure.nar_bytes,
+            mib(closure.nar_bytes)
+        );
+        for &link in &a.links {
+            println!("\n== {shape}, {} ==", link.label());
+            let mut samples = Samples::new();
+            for run in 0..a.runs {
+                // Rotate the order so no method always goes first.
+                let mut order = a.methods.clone();
+                let n = order.len();
+                order.rotate_left(run % n);
+                for method in order {
+                    let cluster =
+                        Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie).in_memory())
+                            .map_err(|e| e.to_string())?;
+                    let node = &cluster.nodes()[0];
+                    if let Some(m) = link.mbit {
+                        node.shape(m).map_err(|e| e.to_string())?;
                     }
-                    samples.entry("no-op: ours").or_default().push(o);
-                    samples.entry("no-op: nix copy").or_default().push(n);
-                }
-                if cold {
-                    samples.entry(method.label()).or_default().push(m);
+                    if link.rtt_ms > 0 {
+                        node.delay(Duration::from_millis(link.rtt_ms))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    let r = timed(node, || match method {
+                        Method::Ours => {
+                            methods::deploy_copy(&cluster, node, &closure.root, &receiver, &[])
+                        }
+                        Method::OursPlain => methods::deploy_copy(
+                            &cluster,
+                            node,
+                            &closure.root,
+                            &receiver,
+                            &["--compression", "no"],
+                        ),
+                        Method::DeployAll => flake
+                            .as_ref()
+                            .ok_or("no flake")?
+                            .deploy(&cluster, node, &receiver),
+                        Method::NixCopy => {
+                            methods::nix_copy(cluster.ssh_config(), node, &closure.root)
+                        }
+                        Method::Pipe => methods::pipe(cluster.ssh_config(), node, &closure.root),
+                    })?;
+                    methods::check(method, &r.measured, node, &closure)?;
+                    println!(
+                        "run {} {:<34} {:>8.2}s  cpu {:>5.2}s  node {:>5}  rss {:>3} MiB  {}",
+                        run + 1,
+                        method.label(),
+                        r.measured.wall.as_secs_f64(),
+                        r.measured.cpu.as_secs_f64(),
+                        r.node_cpu
+                            .map_or("-".into(), |c| format!("{:.2}s", c.as_secs_f64())),
+                        r.measured.max_rss_kib / 1024,
+                        r.compression.as_deref().unwrap_or("")
+                    );
+                    if method == Method::Ours && a.noop {
+                        let o = timed(node, || {
+                            methods::deploy_copy(&cluster, node, &closure.root, &receiver, &[])
+                        })?;
+                        let n = timed(node, || {
+                            methods::nix_copy(cluster.ssh_config(), node, &closure.root)
+                        })?;
+                        samples.entry("no-op: ours".into()).or_default().push(o);
+                        samples.entry("no-op: nix copy".into()).or_default().push(n);
+                    }
+                    samples.entry(method.label().into()).or_default().push(r);
                 }
             }
+            report(&samples, &closure, link, &mut summary);
         }
-        report(&samples, mib, cold, noop);
+    }
+    println!("\n== summary: nix copy / ours (median wall-clock) ==");
+    for line in summary {
+        println!("{line}");
     }
     Ok(())
+}
+
+/// Runs `f` (one child process), counting the node's CPU meanwhile.
+fn timed(
+    node: &test_cluster::Node,
+    f: impl FnOnce() -> Result<benches::Measured, String>,
+) -> Result<Run, String> {
+    let before = node.cpu_time();
+    let measured = f()?;
+    let node_cpu = match (before, node.cpu_time()) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    let compression = methods::compression(&methods::events(&measured.stdout));
+    Ok(Run {
+        measured,
+        node_cpu,
+        compression,
+    })
 }
 
 /// Builds the fixture and measures its closure (and warms the page cache).
@@ -197,13 +273,13 @@ fn build(salt: &str, shape: &str) -> Result<Closure, String> {
         .args(["--no-out-link", "--option", "substituters", ""])
         .args(["--max-jobs", "6", "--argstr", "salt", salt])
         .args(["--argstr", "shape", shape]);
-    let root = methods::measure(&mut cmd)?.stdout.trim().to_owned();
-    let paths: Vec<String> = methods::measure(Command::new("nix-store").args(["-qR", &root]))?
+    let root = measure(&mut cmd)?.stdout.trim().to_owned();
+    let paths: Vec<String> = measure(Command::new("nix-store").args(["-qR", &root]))?
         .stdout
         .lines()
         .map(str::to_owned)
         .collect();
-    let sizes = methods::measure(
+    let sizes = measure(
         Command::new("nix-store")
             .args(["-q", "--size"])
             .args(&paths),
@@ -217,17 +293,15 @@ fn build(salt: &str, shape: &str) -> Result<Closure, String> {
                 .map_err(|e| format!("size {l}: {e}"))
         })
         .sum::<Result<u64, String>>()?;
-    eprintln!("exporting it once to warm the page cache …");
     let script = "set -o pipefail; nix-store --export $(nix-store -qR \"$1\") | wc -c";
-    let export = methods::measure(Command::new("bash").args(["-c", script, "bash", &root]))?;
-    eprintln!(
-        "local nix-store --export | wc -c: {:.2}s",
-        export.wall.as_secs_f64()
-    );
-    let export_bytes = field(&export.stdout, 0)
+    let export = measure(Command::new("bash").args(["-c", script, "bash", &root]))?;
+    let export_bytes = export
+        .stdout
+        .trim()
         .parse()
         .map_err(|_| format!("bad wc output {}", export.stdout))?;
     Ok(Closure {
+        shape: shape.to_owned(),
         root,
         paths,
         nar_bytes,
@@ -235,100 +309,113 @@ fn build(salt: &str, shape: &str) -> Result<Closure, String> {
     })
 }
 
-/// Prints the medians table, the ratios and the targets.
-fn report(samples: &BTreeMap<&str, Vec<Measured>>, mib: f64, cold: bool, noop: bool) {
-    let med = |k: &str| samples.get(k).map(|v| median(v.iter().map(|m| m.wall)));
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+/// Prints one (shape, link)'s table, ratios and targets; adds its line to
+/// `summary`.
+fn report(samples: &Samples, closure: &Closure, link: Link, summary: &mut Vec<String>) {
+    let med = |k: &str| {
+        samples
+            .get(k)
+            .map(|v| median(v.iter().map(|r| r.measured.wall)))
+    };
+    let cpu = |k: &str| {
+        samples.get(k).map(|v| {
+            (
+                median(v.iter().map(|r| r.measured.cpu)),
+                median(v.iter().filter_map(|r| r.node_cpu)),
+            )
+        })
+    };
     println!(
-        "\n{:<32} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9} {:>10}",
-        "method", "runs", "median s", "min s", "max s", "MiB/s", "CPU s", "peak RSS"
+        "\n{:<34} {:>4} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>8}  how",
+        "method", "runs", "median s", "min s", "max s", "MiB/s", "ours", "node", "peak RSS"
     );
     for (k, v) in samples {
-        let mut walls: Vec<Duration> = v.iter().map(|m| m.wall).collect();
+        let mut walls: Vec<Duration> = v.iter().map(|r| r.measured.wall).collect();
         walls.sort();
         let m = median(walls.iter().copied());
-        let rss = v.iter().map(|m| m.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
-        let speed = if k.starts_with("no-op") {
-            "-".to_string()
-        } else {
-            format!("{:.0}", mib / m.as_secs_f64())
+        let speed = match k.starts_with("no-op") {
+            true => "-".to_string(),
+            false => format!("{:.0}", mib(closure.nar_bytes) / m.as_secs_f64()),
         };
-        let cpu = median(v.iter().map(|m| m.cpu));
+        let (ours_cpu, node_cpu) = cpu(k).unwrap_or_default();
+        let rss = v.iter().map(|r| r.measured.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+        let how = v
+            .iter()
+            .rev()
+            .find_map(|r| r.compression.clone())
+            .unwrap_or_default();
         println!(
-            "{k:<32} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>9.2} {:>6.1} MiB",
+            "{k:<34} {:>4} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>6.2} {:>6.2} {:>4.1} MiB  {how}",
             v.len(),
             m.as_secs_f64(),
             walls[0].as_secs_f64(),
             walls[walls.len() - 1].as_secs_f64(),
             speed,
-            cpu.as_secs_f64(),
+            ours_cpu.as_secs_f64(),
+            node_cpu.as_secs_f64(),
             rss
         );
     }
     println!();
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
-    if cold {
-        if let (Some(o), Some(n)) = (med(Method::Ours.label()), med(Method::NixCopy.label())) {
+    let nix = med(Method::NixCopy.label());
+    let ours = med(Method::Ours.label());
+    let mut line = format!("{:<12} {:<24}", closure.shape, link.label());
+    for method in [Method::Ours, Method::DeployAll] {
+        if let (Some(n), Some(o)) = (nix, med(method.label())) {
             let r = n.as_secs_f64() / o.as_secs_f64();
-            println!(
-                "cold: nix copy / ours = {r:.2}x  (target >= 1.30x)  {}",
-                verdict(r >= 1.3)
-            );
-        }
-        if let (Some(o), Some(p)) = (med(Method::Ours.label()), med(Method::RawPipe.label())) {
-            let r = o.as_secs_f64() / p.as_secs_f64();
-            println!(
-                "cold: ours / raw ssh pipe = {r:.2}  (target <= 1.00)  {}",
-                verdict(r <= 1.0)
-            );
-        }
-        if let (Some(o), Some(n)) = (
-            med(Method::OursCompressed.label()),
-            med(Method::NixCopy.label()),
-        ) {
-            let r = n.as_secs_f64() / o.as_secs_f64();
-            println!("cold: nix copy / ours with Compression yes = {r:.2}x  (for information)");
-        }
-        if let (Some(o), Some(n)) = (
-            med(Method::OursCompressed.label()),
-            med(Method::NixCopyCompressed.label()),
-        ) {
-            let r = n.as_secs_f64() / o.as_secs_f64();
-            println!("cold: nix copy -C / ours with Compression yes = {r:.2}x  (for information)");
-        }
-        if let (Some(o), Some(p)) = (med(Method::Ours.label()), med(Method::RawImport.label())) {
-            let r = o.as_secs_f64() / p.as_secs_f64();
-            println!("cold: ours / ssh nix-store --import = {r:.2}  (for information)");
+            let bar = link.target().map_or("(no bar)".to_owned(), |t| {
+                format!("(target >= {t:.2}x)  {}", verdict(r >= t))
+            });
+            println!("cold: nix copy / {} = {r:.2}x  {bar}", method.label());
+            line += &format!("  {}: {r:.2}x", method.label());
         }
     }
-    if noop {
-        if let (Some(o), Some(n)) = (med("no-op: ours"), med("no-op: nix copy")) {
-            let r = o.as_secs_f64() / n.as_secs_f64();
-            println!(
-                "no-op: ours / nix copy = {r:.2}  (target <= 1.00)  {}",
-                verdict(r <= 1.0)
-            );
-        }
+    if let (Some(o), Some(p)) = (ours, med(Method::OursPlain.label())) {
+        let r = o.as_secs_f64() / p.as_secs_f64();
+        let bar = match link.mbit.is_none() && link.rtt_ms == 0 {
+            true => format!("(target <= 1.05 unshaped)  {}", verdict(r <= 1.05)),
+            false => "(for information)".to_owned(),
+        };
+        println!("cold: ours default / ours --compression no = {r:.2}  {bar}");
     }
-    let ours_rss = samples
-        .iter()
-        .filter(|(k, _)| k.starts_with("ours (") || k.starts_with("ours,") || **k == "no-op: ours")
-        .flat_map(|(_, v)| v.iter().map(|m| m.max_rss_kib))
-        .max();
-    if let Some(kib) = ours_rss {
-        let mib = kib as f64 / 1024.0;
+    if let (Some((oc, on)), Some((nc, nn))) =
+        (cpu(Method::Ours.label()), cpu(Method::NixCopy.label()))
+    {
+        let (o, n) = (oc + on, nc + nn);
+        let bar = match link.mbit.is_none() && link.rtt_ms == 0 {
+            true => format!("(target <= nix copy's unshaped)  {}", verdict(o <= n)),
+            false => "(for information)".to_owned(),
+        };
         println!(
-            "peak RSS of ours = {mib:.1} MiB  (target < 64 MiB)  {}",
-            verdict(mib < 64.0)
+            "cold: CPU, ours + node: {:.2} s against nix copy's {:.2} s  {bar}",
+            o.as_secs_f64(),
+            n.as_secs_f64()
         );
     }
-}
-
-fn median(times: impl Iterator<Item = Duration>) -> Duration {
-    let mut v: Vec<Duration> = times.collect();
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-fn field(s: &str, i: usize) -> String {
-    s.split_whitespace().nth(i).unwrap_or_default().to_owned()
+    if let (Some(o), Some(n)) = (med("no-op: ours"), med("no-op: nix copy")) {
+        let r = o.as_secs_f64() / n.as_secs_f64();
+        println!(
+            "no-op: ours / nix copy = {r:.2}  (target <= 1.00)  {}",
+            verdict(r <= 1.0)
+        );
+        line += &format!("  no-op {r:.2}");
+    }
+    let rss = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("ours") || k.as_str() == "no-op: ours")
+        .flat_map(|(_, v)| v.iter().map(|r| r.measured.max_rss_kib))
+        .max();
+    if let Some(kib) = rss {
+        let m = kib as f64 / 1024.0;
+        println!(
+            "peak RSS of ours = {m:.1} MiB  (target < 64 MiB)  {}",
+            verdict(m < 64.0)
+        );
+    }
+    summary.push(line);
 }

@@ -13,10 +13,9 @@
 //! rate and, when the round trip is long, shows the node's SSH channel
 //! window: the bytes the channel accepted before its first pause (the rate
 //! is then taken from those bytes only, sent back to back; the rest waited
-//! for the window, not for the link). The
-//! probe's bytes are few (256 KiB, or up to 8 MiB when the link takes them
-//! in tens of milliseconds), so it costs a few round trips and runs while
-//! the copy plans.
+//! for the window, not for the link). The probe's bytes are few (256 KiB,
+//! or up to 8 MiB when the link takes them in tens of milliseconds), so it
+//! costs a few round trips, once per node.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,8 @@ const COMMAND: &str = "uname -m; nproc 2>/dev/null || echo 0; exec cat";
 const FIRST_TRAIN: usize = 256 * 1024;
 /// From this rate on, a second, longer train refines the measure.
 const REFINE_FROM: u64 = 16 << 20;
+/// … and below this one, where a first train can't be told from a fast link.
+const REFINE_UP_TO: u64 = 192 << 20;
 /// The second train lasts about this long at the first train's rate…
 const REFINE_TIME: Duration = Duration::from_millis(30);
 /// … within these lengths.
@@ -117,7 +118,10 @@ async fn run(session: &SshSession) -> Result<LinkEstimate, ProbeError> {
         machine,
         cpus,
     };
-    if first.rate >= REFINE_FROM {
+    // A first train far above the compression threshold needs no second
+    // one, unless the round trip is long enough for a window to matter.
+    let clearly_fast = first.rate >= REFINE_UP_TO && first.rtt < WINDOW_FROM_RTT;
+    if first.rate >= REFINE_FROM && !clearly_fast {
         let len = ((first.rate as f64 * REFINE_TIME.as_secs_f64()) as usize)
             .clamp(REFINE_MIN, REFINE_MAX);
         let second = train(&mut rd, &mut wr, &noise, len).await?;

@@ -176,3 +176,67 @@ async fn a_path_missing_locally_is_a_clear_error_and_cancel_stops() {
         .unwrap_err();
     assert!(err.to_string().contains("cancelled"), "{err}");
 }
+
+/// Puts a file's first byte back when dropped.
+struct Restore {
+    file: std::path::PathBuf,
+    byte: u8,
+}
+
+impl Restore {
+    /// Flips the first byte of `file` (a store file: made writable for it).
+    fn flip(file: std::path::PathBuf) -> Restore {
+        use std::os::unix::fs::PermissionsExt;
+        let mut data = std::fs::read(&file).unwrap();
+        let byte = data[0];
+        data[0] ^= 1;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&file, &data).unwrap();
+        Restore { file, byte }
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut data = std::fs::read(&self.file).unwrap();
+        data[0] = self.byte;
+        std::fs::write(&self.file, &data).unwrap();
+        std::fs::set_permissions(&self.file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locally_modified_path_is_refused_by_the_node_and_named() {
+    let fx = fixture_closure(5, "engine-modified", 1);
+    let victim = fx
+        .closure
+        .iter()
+        .find(|p| p.ends_with("-fixture-engine-modified-2"))
+        .unwrap()
+        .clone();
+    let _restore = Restore::flip(std::path::PathBuf::from(format!("{victim}/share/data")));
+    for peer in peers() {
+        let store = TempStore::new();
+        let mut node = node_store(&peer, &store).await;
+        let err = node
+            .copy_closure(
+                &mut local().await,
+                &[sp(&fx.root)],
+                &CopyOptions::default(),
+                None,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("local store path {victim} does not match"))
+                && text.contains("nix-store --repair-path"),
+            "{}: {text}",
+            peer.name
+        );
+        // The node imported nothing broken.
+        store.verify(&peer);
+    }
+}

@@ -48,6 +48,20 @@ pub enum CopyError {
         /// The public key we signed with, if we signed.
         signed_with: Option<String>,
     },
+    /// The node found a path's NAR different from the hash the local store
+    /// recorded: the local copy was modified.
+    #[error(
+        "local store path {path} does not match its recorded NAR hash ({node} refused it: \
+         {message}): it was modified; repair it with `nix-store --repair-path {path}`"
+    )]
+    LocalModified {
+        /// The node.
+        node: String,
+        /// The path.
+        path: StorePath,
+        /// The daemon's words.
+        message: String,
+    },
     /// A path could not be signed.
     #[error("cannot sign: {0}")]
     Sign(#[source] FingerprintError),

@@ -7,8 +7,8 @@
 //! [`NodeStore`] is dropped, so a garbage collection there can't delete them
 //! before they are rooted by activation.
 //!
-//! How the bytes travel is decided from the link, measured while the copy
-//! plans ([`crate::link`]): the number of connections and whether to
+//! How the bytes travel is decided from the link, measured once there is
+//! something to send ([`crate::link`]): the number of connections and whether to
 //! compress ([`plan`]); compressed uploads use zstd through the node's
 //! receiver, pushed first if it is missing, else a zlib SSH session, else
 //! none ([`transport`]).
@@ -28,7 +28,6 @@ use nix_wire::signing::{FingerprintError, SecretKey};
 use nix_wire::StorePath;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::closure::{closure_infos, ClosureError};
@@ -105,20 +104,22 @@ pub struct NodeStore<C: Connector> {
     link: Link,
 }
 
-/// The link probe, started when the store opens and awaited by the first
-/// copy that has something to send.
+/// What is known of the node's link: measured once, by the first copy
+/// with enough to send to make it worth a few round trips.
 enum Link {
-    Probing(JoinHandle<Result<LinkEstimate, ProbeError>>),
+    Unmeasured,
     Known(Option<LinkEstimate>),
 }
 
+/// Copies smaller than this go plain without measuring the link: the probe
+/// would cost more than it could save.
+const PROBE_FROM: u64 = 1 << 20;
+
 impl<C: Connector + 'static> NodeStore<C> {
-    /// Connects to the node's daemon, and starts measuring its link.
+    /// Connects to the node's daemon.
     pub async fn open(connector: C) -> Result<Self, CopyError> {
         let node = connector.describe();
         let connector = Arc::new(connector);
-        let probing = connector.clone();
-        let link = Link::Probing(tokio::spawn(async move { probing.probe().await }));
         let stream = connector
             .connect()
             .await
@@ -136,7 +137,7 @@ impl<C: Connector + 'static> NodeStore<C> {
             connector,
             main,
             node,
-            link,
+            link: Link::Unmeasured,
         })
     }
 
@@ -157,18 +158,12 @@ impl<C: Connector + 'static> NodeStore<C> {
         }
     }
 
-    /// The measured link, waiting for the probe the first time.
+    /// The measured link, probed the first time.
     async fn link(&mut self, events: &Events) -> Option<LinkEstimate> {
-        if let Link::Probing(task) = &mut self.link {
-            let estimate = match task.await {
-                Ok(Ok(estimate)) => Some(estimate),
-                Ok(Err(ProbeError::NotALink)) => None,
-                Ok(Err(e)) => {
-                    events.send(CopyEvent::LinkUnmeasured {
-                        reason: e.to_string(),
-                    });
-                    None
-                }
+        if let Link::Unmeasured = self.link {
+            let estimate = match self.connector.probe().await {
+                Ok(estimate) => Some(estimate),
+                Err(ProbeError::NotALink) => None,
                 Err(e) => {
                     events.send(CopyEvent::LinkUnmeasured {
                         reason: e.to_string(),
@@ -180,7 +175,7 @@ impl<C: Connector + 'static> NodeStore<C> {
         }
         match &self.link {
             Link::Known(estimate) => estimate.clone(),
-            Link::Probing(_) => None,
+            Link::Unmeasured => None,
         }
     }
 
@@ -235,7 +230,12 @@ impl<C: Connector + 'static> NodeStore<C> {
             missing_bytes,
         });
         if !missing.is_empty() {
-            let link = self.link(&events).await;
+            // Compressing anyway needs the node's machine, for the receiver.
+            let probe = missing_bytes >= PROBE_FROM || options.compression == Compression::Always;
+            let link = match probe {
+                true => self.link(&events).await,
+                false => None,
+            };
             let route = transport::choose(
                 self,
                 local,

@@ -11,7 +11,7 @@ use nix_wire::{nar, StorePath};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{CopyEvent, Events, VerifyingReader};
+use super::events::{CopyEvent, Events, ProgressReader};
 use super::schedule::{BatchLimits, Schedule};
 use super::CopyError;
 use crate::compress::ZstdControl;
@@ -307,15 +307,8 @@ where
             path: info.path.clone(),
             nar_size: info.nar_size,
         });
-        let (reader, stats) = nar::encode_async(PathBuf::from(info.path.to_absolute()), CHUNK);
-        let verified = VerifyingReader::new(
-            reader,
-            stats,
-            info.path.clone(),
-            info.nar_hash,
-            events.clone(),
-        );
-        (info, verified)
+        let nar = nar::encode_async_unhashed(PathBuf::from(info.path.to_absolute()), CHUNK);
+        (info, ProgressReader::new(nar, events.clone()))
     });
     conn.add_multiple_to_store(items, false, dont_check_sigs)
         .await
@@ -327,17 +320,24 @@ pub(super) fn classify(
     e: daemon::Error,
     node: &str,
     signed_with: Option<&String>,
-    first: impl FnOnce() -> Option<StorePath>,
+    mut first: impl FnMut() -> Option<StorePath>,
 ) -> CopyError {
     if let Some(de) = e.daemon_error() {
         let message = de.message();
+        let named = || message.split('\'').find_map(|s| StorePath::parse(s).ok());
+        if message.contains("hash mismatch importing path") {
+            if let Some(path) = named().or_else(&mut first) {
+                return CopyError::LocalModified {
+                    node: node.to_owned(),
+                    path,
+                    message,
+                };
+            }
+        }
         if message.contains("lacks a valid signature")
             || message.contains("lacks a signature by a trusted key")
         {
-            let path = message
-                .split('\'')
-                .find_map(|s| StorePath::parse(s).ok())
-                .or_else(first);
+            let path = named().or_else(first);
             if let Some(path) = path {
                 return CopyError::Untrusted {
                     node: node.to_owned(),

@@ -38,28 +38,52 @@ pub fn encode_async(
     AsyncNarReader,
     oneshot::Receiver<Result<NarStats, NarError>>,
 ) {
-    let (tx, rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
     let (stats_tx, stats_rx) = oneshot::channel();
-    tokio::task::spawn_blocking(move || {
+    let reader = spawn(path, chunk_size, true, move |stats| {
+        let stats = stats
+            .and_then(|s| s.ok_or_else(|| NarError::Task("encoder ended without stats".into())));
         // Nobody may be waiting for the stats; that is fine.
-        let _ = stats_tx.send(run(&path, chunk_size, &tx));
+        let _ = stats_tx.send(stats);
     });
-    let reader = AsyncNarReader {
+    (reader, stats_rx)
+}
+
+/// [`encode_async`] without the SHA-256, for a receiver that checks it
+/// anyway (a Nix daemon does): errors end the reader, and a NAR whose size
+/// differs from what the store recorded is caught by the upload itself.
+///
+/// # Panics
+///
+/// When called outside a Tokio runtime.
+pub fn encode_async_unhashed(path: PathBuf, chunk_size: usize) -> AsyncNarReader {
+    spawn(path, chunk_size, false, drop)
+}
+
+fn spawn(
+    path: PathBuf,
+    chunk_size: usize,
+    hash: bool,
+    done: impl FnOnce(Result<Option<NarStats>, NarError>) + Send + 'static,
+) -> AsyncNarReader {
+    let (tx, rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
+    tokio::task::spawn_blocking(move || done(run(&path, chunk_size, hash, &tx)));
+    AsyncNarReader {
         rx,
         current: Bytes::new(),
         done: false,
-    };
-    (reader, stats_rx)
+    }
 }
 
 fn run(
     path: &std::path::Path,
     chunk_size: usize,
+    hash: bool,
     tx: &mpsc::Sender<Item>,
-) -> Result<NarStats, NarError> {
+) -> Result<Option<NarStats>, NarError> {
     let gone = || NarError::Task("the NAR reader was dropped".into());
     let mut enc = match NarEncoder::with_chunk_size(path, chunk_size) {
-        Ok(enc) => enc,
+        Ok(enc) if hash => enc,
+        Ok(enc) => enc.without_hash(),
         Err(e) => {
             let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
             return Err(e);
@@ -75,8 +99,7 @@ fn run(
         }
     }
     tx.blocking_send(Ok(None)).map_err(|_| gone())?;
-    enc.stats()
-        .ok_or_else(|| NarError::Task("encoder ended without stats".into()))
+    Ok(enc.stats())
 }
 
 /// The byte stream of a NAR being encoded by [`encode_async`].

@@ -38,8 +38,10 @@ pub struct NarEncoder {
     stack: Vec<DirFrame>,
     /// The regular file whose contents are being copied.
     file: Option<OpenFile>,
-    hasher: Sha256,
+    /// `None` when the caller does not need the SHA-256.
+    hasher: Option<Sha256>,
     size: u64,
+    /// Set once the last chunk is out (the hash is zero if not computed).
     stats: Option<NarStats>,
     failed: bool,
 }
@@ -73,7 +75,7 @@ impl NarEncoder {
             buf: BytesMut::with_capacity(chunk_size),
             stack: Vec::new(),
             file: None,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             size: 0,
             stats: None,
             failed: false,
@@ -83,10 +85,23 @@ impl NarEncoder {
         Ok(enc)
     }
 
+    /// Skips the SHA-256 (for a receiver that checks it anyway, as a Nix
+    /// daemon does): [`Self::stats`] is then always `None`, [`Self::size`]
+    /// still says the size.
+    pub fn without_hash(mut self) -> Self {
+        self.hasher = None;
+        self
+    }
+
     /// Size and SHA-256 of the NAR, once the last chunk has been returned;
-    /// `None` before that or after an error.
+    /// `None` before that, after an error, or [without hashing](Self::without_hash).
     pub fn stats(&self) -> Option<NarStats> {
-        self.stats
+        self.stats.filter(|_| self.hasher.is_some())
+    }
+
+    /// The NAR's size, once the last chunk has been returned.
+    pub fn size(&self) -> Option<u64> {
+        self.stats.map(|s| s.size)
     }
 
     fn is_done(&self) -> bool {
@@ -219,12 +234,15 @@ impl Iterator for NarEncoder {
             return Some(Err(e));
         }
         let chunk = self.buf.split().freeze();
-        self.hasher.update(&chunk);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&chunk);
+        }
         self.size += chunk.len() as u64;
         if self.is_done() {
+            let sha256 = self.hasher.as_mut().map(|h| h.finalize_reset().into());
             self.stats = Some(NarStats {
                 size: self.size,
-                sha256: Sha256Hash(self.hasher.finalize_reset().into()),
+                sha256: Sha256Hash(sha256.unwrap_or_default()),
             });
         }
         Some(Ok(chunk))

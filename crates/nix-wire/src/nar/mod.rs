@@ -21,7 +21,7 @@ pub mod error;
 mod input;
 pub mod unpack;
 
-pub use async_reader::{encode_async, AsyncNarReader};
+pub use async_reader::{encode_async, encode_async_unhashed, AsyncNarReader};
 pub use decode::{validate, Event, FileContents, NarReader};
 pub use encode::{dump, hash_path, NarEncoder, DEFAULT_CHUNK_SIZE};
 pub use error::NarError;

@@ -35,6 +35,13 @@ fn check(path: &Path, size: u64, nix32: &str) {
         let chunks: Vec<_> = (&mut enc).map(Result::unwrap).collect();
         assert_eq!(chunks.concat(), nar);
         assert_eq!(enc.stats(), Some(stats));
+        // Without the hash: the same bytes and size, no stats.
+        let mut enc = NarEncoder::with_chunk_size(path, chunk_size)
+            .unwrap()
+            .without_hash();
+        let chunks: Vec<_> = (&mut enc).map(Result::unwrap).collect();
+        assert_eq!(chunks.concat(), nar);
+        assert_eq!((enc.stats(), enc.size()), (None, Some(size)));
     }
 }
 

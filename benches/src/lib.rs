@@ -1,0 +1,79 @@
+//! What the benchmarks share: running a child process timed wall-clock,
+//! with its CPU time and peak memory, and medians.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One finished child process.
+pub struct Measured {
+    /// Wall-clock from spawn to exit.
+    pub wall: Duration,
+    /// Peak resident set of the child or of one of the descendants it
+    /// waited for (Linux's `wait4` semantics), KiB.
+    pub max_rss_kib: u64,
+    /// CPU time (user + system) of the child and the descendants it waited
+    /// for: this machine's side only.
+    pub cpu: Duration,
+    /// Its stdout.
+    pub stdout: String,
+}
+
+/// Runs `cmd` to completion; fails with its stderr unless it exits 0.
+pub fn measure(cmd: &mut Command) -> Result<Measured, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("spawning {cmd:?}: {e}"))?;
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().ok_or("no stdout")?));
+    let err = reader(Box::new(child.stderr.take().ok_or("no stderr")?));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!(
+            "{cmd:?} failed (wait status {status}): {}",
+            stderr.trim()
+        ));
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Measured {
+        wall,
+        max_rss_kib: usage.ru_maxrss as u64,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        stdout,
+    })
+}
+
+/// The median (the upper one of an even count).
+pub fn median(times: impl IntoIterator<Item = Duration>) -> Duration {
+    let mut v: Vec<Duration> = times.into_iter().collect();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// `target/release/deploy`, beside the running benchmark.
+pub fn deploy_binary() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let deploy = exe.with_file_name("deploy");
+    if !deploy.exists() {
+        return Err(format!(
+            "{} is missing: cargo build --release -p deploy-cli first",
+            deploy.display()
+        ));
+    }
+    Ok(deploy)
+}

@@ -45,6 +45,8 @@ pub struct TransferPlan {
     /// Bytes per second the uncompressed link carries with `jobs`
     /// connections (0: not measured).
     pub plain_rate: u64,
+    /// Bytes per second one uncompressed channel carries (0: not measured).
+    pub per_channel: u64,
 }
 
 /// Decides from the link (`None`: not measured, e.g. a local store, so
@@ -77,6 +79,7 @@ pub fn decide(
         jobs,
         compress,
         plain_rate: link.map_or(0, |l| l.capacity(jobs)),
+        per_channel: link.map_or(0, |l| l.capacity(1)),
     }
 }
 

@@ -133,21 +133,27 @@ fn mib(bytes_per_second: u64) -> String {
 }
 
 fn fast_reason(plan: &TransferPlan) -> String {
-    match plan.plain_rate {
+    match plan.per_channel {
         0 => "the link was not measured".to_owned(),
         r => format!(
-            "the link carries {} with {} connections (compressing pays below {})",
+            "one channel carries {} (compressing pays below {}); {} connections carry {}",
             mib(r),
+            mib(plan::COMPRESS_BELOW),
             plan.jobs,
-            mib(plan::COMPRESS_BELOW)
+            mib(plan.plain_rate)
         ),
     }
 }
 
 fn slow_reason(plan: &TransferPlan) -> String {
-    match plan.plain_rate {
+    match plan.per_channel {
         0 => "asked to compress".to_owned(),
-        r => format!("the link carries {} uncompressed", mib(r)),
+        r => format!(
+            "one channel carries {} uncompressed, {} connections {}",
+            mib(r),
+            plan.jobs,
+            mib(plan.plain_rate)
+        ),
     }
 }
 

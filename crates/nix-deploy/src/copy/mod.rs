@@ -233,7 +233,10 @@ impl<C: Connector + 'static> NodeStore<C> {
             // Compressing anyway needs the node's machine, for the receiver.
             let probe = missing_bytes >= PROBE_FROM || options.compression == Compression::Always;
             let link = match probe {
-                true => self.link(&events).await,
+                true => tokio::select! {
+                    link = self.link(&events) => link,
+                    () = cancel.cancelled() => return Err(CopyError::Cancelled { node: self.node.clone() }),
+                },
                 false => None,
             };
             let route = transport::choose(

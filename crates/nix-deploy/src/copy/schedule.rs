@@ -80,14 +80,21 @@ impl Schedule {
 
     /// Takes the next batch, in an order the daemon can import: ready paths
     /// first, then paths whose last missing references joined this batch.
-    /// Empty when nothing can start now.
+    /// Empty when nothing can start now. A batch past its byte limit still
+    /// grows while it is the only work there can be (nothing else ready or in
+    /// flight, a single path unlocked by it: a chain), since a batch boundary
+    /// there only makes the node wait for the next request.
     pub(crate) fn next_batch(&mut self, limits: BatchLimits) -> Vec<usize> {
         let mut batch = Vec::new();
         let mut bytes = 0u64;
         // How many references of each candidate are in this batch.
         let mut in_batch: BTreeMap<usize, usize> = BTreeMap::new();
         let mut unlocked: VecDeque<usize> = VecDeque::new();
-        while batch.len() < limits.paths && bytes < limits.bytes {
+        while batch.len() < limits.paths {
+            let alone = self.in_flight == 0 && self.ready.is_empty() && unlocked.len() <= 1;
+            if bytes >= limits.bytes && !alone {
+                break;
+            }
             let Some(i) = unlocked.pop_front().or_else(|| self.ready.pop_front()) else {
                 break;
             };
@@ -252,6 +259,37 @@ mod tests {
         s.complete(&a);
         let c = s.next_batch(ALL);
         assert_eq!(names(&s, &c), ["p3"]);
+    }
+
+    #[test]
+    fn a_chain_goes_as_one_batch_but_a_fan_out_stops_at_the_limit() {
+        let small = BatchLimits {
+            bytes: 20,
+            paths: 100,
+        };
+        // 1 <- 2 <- 3 <- 4 <- 5: nothing else could run meanwhile.
+        let mut chain = Schedule::new(graph(&[
+            (1, &[]),
+            (2, &[1]),
+            (3, &[2]),
+            (4, &[3]),
+            (5, &[4]),
+        ]));
+        assert_eq!(chain.next_batch(small).len(), 5);
+        // 1 <- {2, 3, 4, 5}: the limit leaves work for others.
+        let mut fan = Schedule::new(graph(&[
+            (1, &[]),
+            (2, &[1]),
+            (3, &[1]),
+            (4, &[1]),
+            (5, &[1]),
+        ]));
+        assert_eq!(fan.next_batch(small).len(), 2);
+        // A batch in flight elsewhere may unlock work: no growing then.
+        let mut two = Schedule::new(graph(&[(1, &[]), (2, &[]), (3, &[2]), (4, &[3])]));
+        let first = two.next_batch(BatchLimits { bytes: 1, paths: 1 });
+        assert_eq!(first.len(), 1);
+        assert_eq!(two.next_batch(small).len(), 2);
     }
 
     #[test]

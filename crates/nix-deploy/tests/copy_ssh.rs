@@ -11,7 +11,7 @@ use nix_deploy::remote::SshConnector;
 use nix_wire::daemon::{connect_local, ClientConfig, DaemonClient, LocalTransport};
 use nix_wire::StorePath;
 use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
-use test_support::fixture_closure;
+use test_support::{fixture_closure, fixture_closure_random};
 use tokio_util::sync::CancellationToken;
 
 async fn open(cluster: &Cluster, node: &Node) -> NodeStore<SshConnector> {
@@ -89,7 +89,8 @@ async fn copies_to_nodes_of_both_nix_versions_over_ssh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_sshd_dies_mid_copy_stays_valid_and_the_rerun_completes() {
-    let fx = fixture_closure(400, "ssh-kill", 256);
+    // 75 MiB that no compressor shrinks: 3 s at 200 Mbit/s.
+    let fx = fixture_closure_random(300, "ssh-kill", 256);
     let root = StorePath::parse(&fx.root).unwrap();
     let cluster = Cluster::start(&ClusterSpec::new().node("victim", NodeKind::Trixie)).unwrap();
     let node = &cluster.nodes()[0];
@@ -107,26 +108,27 @@ async fn a_node_whose_sshd_dies_mid_copy_stays_valid_and_the_rerun_completes() {
         &cancel,
     );
     let killer = async {
-        // Kill the node's sshd (and with it every session) once some paths are in.
-        let mut done = 0;
+        // Kill the node's sshd (and with it every session) once some paths
+        // went out (a batch's paths are confirmed only at its end).
+        let mut started = 0;
         while let Some(e) = rx.recv().await {
-            if let CopyEvent::PathsDone { paths } = e {
-                done += paths;
-                if done >= 20 {
+            if let CopyEvent::PathStarted { .. } = e {
+                started += 1;
+                if started >= 100 {
                     node.stop_sshd();
-                    return done;
+                    return started;
                 }
             }
         }
-        done
+        started
     };
-    let (result, done) = tokio::join!(copy, killer);
+    let (result, started) = tokio::join!(copy, killer);
     let err = result.expect_err("the copy cannot succeed without its connection");
     assert!(
         err.to_string().contains(node.name()) || err.to_string().contains(&node.ip().to_string()),
         "{err}"
     );
-    assert!(done >= 20);
+    assert!(started >= 100);
     verify(node);
     node.unshape().unwrap();
     node.start_sshd().unwrap();

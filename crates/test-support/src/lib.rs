@@ -170,16 +170,27 @@ pub struct Fixture {
 }
 
 /// Builds (or finds, when already built) the fixture closure of `n` paths
-/// plus a root, with file contents of `kib` KiB each; `seed` picks a
-/// disjoint family of paths.
+/// plus a root, with file contents of `kib` KiB each (the letter x, which
+/// compresses to nothing); `seed` picks a disjoint family of paths.
 pub fn fixture_closure(n: usize, seed: &str, kib: usize) -> Fixture {
+    build_fixture(n, seed, kib, false)
+}
+
+/// [`fixture_closure`] with random file contents: no compressor shrinks
+/// them, so copying it takes as long as its bytes take on the link.
+pub fn fixture_closure_random(n: usize, seed: &str, kib: usize) -> Fixture {
+    build_fixture(n, seed, kib, true)
+}
+
+fn build_fixture(n: usize, seed: &str, kib: usize, random: bool) -> Fixture {
     let expr = repo_root().join("tests/fixtures/closure.nix");
     let _one_at_a_time = build_lock();
     let root = run(Command::new("nix-build")
         .arg(&expr)
         .args(["--no-out-link", "--option", "substituters", ""])
         .args(["--arg", "n", &n.to_string()])
-        .args(["--argstr", "seed", seed, "--arg", "kib", &kib.to_string()]))
+        .args(["--argstr", "seed", seed, "--arg", "kib", &kib.to_string()])
+        .args(["--arg", "random", if random { "true" } else { "false" }]))
     .trim()
     .to_owned();
     let closure = lines(&run(Command::new("nix-store").args(["-qR", &root])));

@@ -35,6 +35,8 @@ const REFINE_TIME: Duration = Duration::from_millis(30);
 /// … within these lengths.
 const REFINE_MIN: usize = 1 << 20;
 const REFINE_MAX: usize = 8 << 20;
+/// The second train's length on a long round trip.
+const WINDOW_TRAIN: usize = 3 << 20;
 /// Below this round trip a window (OpenSSH's is 2 MiB) carries 200 MiB/s
 /// or more per channel, so it can't matter, and pauses of a busy CPU would
 /// pass for one.
@@ -122,8 +124,13 @@ async fn run(session: &SshSession) -> Result<LinkEstimate, ProbeError> {
     // one, unless the round trip is long enough for a window to matter.
     let clearly_fast = first.rate >= REFINE_UP_TO && first.rtt < WINDOW_FROM_RTT;
     if first.rate >= REFINE_FROM && !clearly_fast {
-        let len = ((first.rate as f64 * REFINE_TIME.as_secs_f64()) as usize)
+        let mut len = ((first.rate as f64 * REFINE_TIME.as_secs_f64()) as usize)
             .clamp(REFINE_MIN, REFINE_MAX);
+        if first.rtt >= WINDOW_FROM_RTT {
+            // Past a window it waits a round trip per window: just outgrow
+            // one (OpenSSH's 2 MiB) to see it.
+            len = len.min(WINDOW_TRAIN);
+        }
         let second = train(&mut rd, &mut wr, &noise, len).await?;
         let window = (estimate.rtt >= WINDOW_FROM_RTT)
             .then(|| second.window(estimate.rtt))

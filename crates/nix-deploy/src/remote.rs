@@ -116,12 +116,12 @@ impl Connector for SshConnector {
 
     async fn connect(&self) -> Result<Self::Stream, ConnectError> {
         match &self.zstd {
-            None => Ok(MaybeZstd::Plain(self.session.exec(&self.command).await?)),
+            None => Ok(MaybeZstd::Left(self.session.exec(&self.command).await?)),
             Some((command, control)) => {
                 let process = self.session.exec(command).await?;
                 let writer =
                     ZstdWriter::new(process, control.clone()).map_err(ConnectError::Compressor)?;
-                Ok(MaybeZstd::Zstd(writer))
+                Ok(MaybeZstd::Right(writer))
             }
         }
     }
@@ -217,7 +217,7 @@ impl Connector for CommandConnector {
     async fn connect(&self) -> Result<Self::Stream, ConnectError> {
         let command = (self.make)();
         let Some((receiver, control)) = &self.zstd else {
-            return Ok(MaybeZstd::Plain(daemon::spawn_stdio(command)?));
+            return Ok(MaybeZstd::Left(daemon::spawn_stdio(command)?));
         };
         // The receiver runs the command, as on a node.
         let inner = command.as_std();
@@ -238,7 +238,7 @@ impl Connector for CommandConnector {
         let transport = daemon::spawn_stdio(wrapped)?;
         let writer =
             ZstdWriter::new(transport, control.clone()).map_err(ConnectError::Compressor)?;
-        Ok(MaybeZstd::Zstd(writer))
+        Ok(MaybeZstd::Right(writer))
     }
 
     fn describe(&self) -> String {

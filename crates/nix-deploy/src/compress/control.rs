@@ -19,6 +19,25 @@ use std::time::{Duration, Instant};
 /// few percent better on binaries.
 pub const MAX_LEVEL: i32 = 9;
 
+/// What the compression contexts of one copy may take together: with the
+/// rest of the process (about 20 MiB, and 2 MiB per connection) its peak
+/// stays under 64 MiB (8 connections at level 3 measured 61 MiB).
+pub const CONTEXT_BUDGET: u64 = 32 << 20;
+
+/// About what one zstd stream context takes at `level`, KiB (measured on
+/// this project's closures with zstd 1.5.7).
+fn context_kib(level: i32) -> u64 {
+    match level {
+        ..=1 => 1_500,
+        2 => 2_200,
+        3 => 3_700,
+        4 => 4_900,
+        5 | 6 => 5_600,
+        7 | 8 => 8_200,
+        _ => 15_300,
+    }
+}
+
 /// How often the level may change.
 const PERIOD: Duration = Duration::from_millis(500);
 /// Busy fractions above this mean the compressor is the bottleneck.
@@ -63,20 +82,38 @@ struct Window {
 }
 
 impl ZstdControl {
-    /// A control for a link that carries `plain_rate` bytes per second
-    /// uncompressed: the slower the link, the higher the level it starts at
-    /// and may reach, up to [`MAX_LEVEL`] (each step up costs more CPU per
-    /// byte and compresses a little better). `on_decision` hears of every
-    /// change.
-    pub fn for_link(plain_rate: u64, on_decision: Option<OnDecision>) -> Arc<Self> {
+    /// A control for `connections` zstd connections, each of whose channels
+    /// carries `per_channel` bytes per second uncompressed (`plain_rate`
+    /// all together): the slower a channel, the higher the level the
+    /// control starts at and may reach (each step up costs more CPU per byte
+    /// and compresses a little better), up to [`MAX_LEVEL`] and to what
+    /// [`CONTEXT_BUDGET`] allows for that many contexts. `on_decision` hears
+    /// of every change.
+    pub fn for_link(
+        per_channel: u64,
+        plain_rate: u64,
+        connections: usize,
+        on_decision: Option<OnDecision>,
+    ) -> Arc<Self> {
         const MIB: u64 = 1 << 20;
-        let (start, max) = match plain_rate {
+        let (start, max) = match per_channel {
             r if r >= 32 * MIB => (1, 3),
             r if r >= 8 * MIB => (3, MAX_LEVEL),
             r if r >= 2 * MIB => (6, MAX_LEVEL),
             _ => (MAX_LEVEL, MAX_LEVEL),
         };
-        Arc::new(Self::new(start, 1, max, plain_rate, true, on_decision))
+        let affordable = (1..=max)
+            .rev()
+            .find(|&l| connections as u64 * context_kib(l) <= CONTEXT_BUDGET >> 10)
+            .unwrap_or(1);
+        Arc::new(Self::new(
+            start.min(affordable),
+            1,
+            affordable,
+            plain_rate,
+            true,
+            on_decision,
+        ))
     }
 
     /// A control that keeps `level` (for tests and fixed choices).
@@ -205,14 +242,19 @@ mod tests {
     fn control(rate: u64) -> (Arc<ZstdControl>, Arc<Mutex<Vec<Decision>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        let c = ZstdControl::for_link(rate, Some(Arc::new(move |d| s.lock().unwrap().push(d))));
+        let c = ZstdControl::for_link(
+            rate,
+            rate,
+            2,
+            Some(Arc::new(move |d| s.lock().unwrap().push(d))),
+        );
         (c, seen)
     }
 
     #[test]
     fn slower_links_start_higher() {
         let levels: Vec<i32> = [100 << 20, 40 << 20, 12 << 20, 3 << 20, 1 << 20]
-            .map(|r| ZstdControl::for_link(r, None).level())
+            .map(|r| ZstdControl::for_link(r, r, 2, None).level())
             .to_vec();
         assert_eq!(levels, [1, 1, 3, 6, MAX_LEVEL]);
     }
@@ -255,7 +297,7 @@ mod tests {
 
     #[test]
     fn windows_average_over_active_writers() {
-        let c = ZstdControl::for_link(12 << 20, None);
+        let c = ZstdControl::for_link(12 << 20, 12 << 20, 2, None);
         // The window just opened: no decision yet.
         c.record(0, 1 << 20, PERIOD.mul_f64(0.45));
         assert_eq!(c.level(), 3);
@@ -267,6 +309,21 @@ mod tests {
         c.window.lock().unwrap().start = Instant::now() - PERIOD;
         c.record(0, 1 << 20, PERIOD.mul_f64(0.9));
         assert_eq!(c.level(), 3);
+    }
+
+    #[test]
+    fn many_connections_get_levels_whose_contexts_fit_the_budget() {
+        let (lo, hi) = (|c: &ZstdControl| c.min, |c: &ZstdControl| c.max);
+        let two = ZstdControl::for_link(3 << 20, 3 << 20, 2, None);
+        assert_eq!((lo(&two), hi(&two), two.level()), (1, 9, 6));
+        let six = ZstdControl::for_link(24 << 20, 150 << 20, 6, None);
+        assert_eq!((hi(&six), six.level()), (4, 3));
+        let eight = ZstdControl::for_link(1 << 20, 100 << 20, 8, None);
+        assert_eq!((hi(&eight), eight.level()), (3, 3));
+        for connections in 1..=8 {
+            let c = ZstdControl::for_link(1, 1, connections, None);
+            assert!(connections as u64 * context_kib(c.max) <= CONTEXT_BUDGET >> 10);
+        }
     }
 
     #[test]

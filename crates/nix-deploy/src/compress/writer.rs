@@ -19,8 +19,9 @@ use super::control::ZstdControl;
 /// Input compressed per step (zstd's recommended input size).
 const STEP: usize = 128 * 1024;
 
-/// From this level on a step takes long enough (a millisecond or more) to
-/// be run off the async worker, so the SSH session's task keeps moving.
+/// From this level on a full step takes long enough (a millisecond or more)
+/// to be run off the async worker, so the SSH session's task keeps moving;
+/// small writes (frame headers) are compressed in place.
 const BLOCKING_FROM_LEVEL: i32 = 3;
 
 /// Compresses writes into `inner`; reads pass through untouched.
@@ -124,7 +125,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for ZstdWriter<W> {
                 Ok(src.pos())
             })
         };
-        let consumed = if this.level >= BLOCKING_FROM_LEVEL && multi_threaded() {
+        let blocking = this.level >= BLOCKING_FROM_LEVEL && input.len() >= STEP / 2;
+        let consumed = if blocking && multi_threaded() {
             tokio::task::block_in_place(|| compress(this))?
         } else {
             compress(this)?

@@ -85,7 +85,12 @@ where
         (Some(r), _) => {
             receiver_paths =
                 push_receiver(store, local, r, missing, options, events, cancel).await?;
-            let control = ZstdControl::for_link(plan.plain_rate, Some(reporter(events)));
+            let control = ZstdControl::for_link(
+                plan.per_channel,
+                plan.plain_rate,
+                plan.jobs,
+                Some(reporter(events)),
+            );
             match store.connector.zstd(r, control.clone()).await {
                 Ok(c) => {
                     events.send(CopyEvent::Compression {

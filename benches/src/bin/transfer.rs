@@ -170,6 +170,9 @@ fn bench(a: &Args) -> Result<(), String> {
             closure.nar_bytes,
             mib(closure.nar_bytes)
         );
+        if summary.is_empty() {
+            warm_up(&closure, &receiver)?;
+        }
         for &link in &a.links {
             println!("\n== {shape}, {} ==", link.label());
             let mut samples = Samples::new();
@@ -243,6 +246,18 @@ fn bench(a: &Args) -> Result<(), String> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// One untimed copy to a fresh node, so that no method's first run pays
+/// for what stays in the page cache afterwards (the node template's
+/// programs and libraries, sshd's and the daemon's first start).
+fn warm_up(closure: &Closure, receiver: &str) -> Result<(), String> {
+    let spec = ClusterSpec::new().node("n", NodeKind::Trixie).in_memory();
+    let cluster = Cluster::start(&spec).map_err(|e| e.to_string())?;
+    let node = &cluster.nodes()[0];
+    let flags = ["--compression", "no"];
+    methods::deploy_copy(&cluster, node, &closure.root, receiver, &flags)?;
+    methods::nix_copy(cluster.ssh_config(), node, &closure.root).map(drop)
 }
 
 /// Runs `f` (one child process), counting the node's CPU meanwhile.

@@ -3,13 +3,15 @@
 //! like any other, so only the first deploy pays for it) and runs
 //!
 //! ```text
-//! nix-deploy-receive zstd -- /bin/sh -c 'nix-daemon --stdio'
+//! nix-deploy-receive zstd [--stripes N --rendezvous NAME] -- /bin/sh -c 'nix-daemon --stdio'
+//! nix-deploy-receive join NAME K      (on each other stripe's channel)
 //! ```
 //!
 //! over SSH. The receiver starts the daemon command with its stdin on a pipe
 //! and its stdout and stderr on the receiver's own (the SSH channel, so the
-//! daemon's answers go back untouched), and decompresses what arrives on its
-//! stdin, one or more zstd frames, into the daemon as each block completes.
+//! daemon's answers go back untouched), and decompresses what arrives, one
+//! or more zstd frames cut into chunks over one or more stripes (see
+//! [`stripes`]), into the daemon as each block completes.
 //! The sender ends a block at every protocol message boundary, so the
 //! daemon's request/response protocol never waits on a half-filled buffer.
 //! The receiver never writes to the store itself: everything goes through
@@ -23,6 +25,8 @@ use std::io::{self, Read, Write};
 
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
+pub mod stripes;
+
 /// The program's name.
 pub const NAME: &str = "nix-deploy-receive";
 
@@ -31,7 +35,8 @@ pub const PROGRAM: &str = "bin/nix-deploy-receive";
 
 /// The version of the command line and the stream format. A sender uses a
 /// receiver only if its `--version` line is exactly [`version_line`].
-pub const PROTOCOL: u32 = 1;
+/// 2: the stream is cut into chunks, over one or more stripes.
+pub const PROTOCOL: u32 = 2;
 
 /// The largest zstd window the receiver accepts, as a power of two: it
 /// bounds the receiver's memory (32 MiB). Senders stay below it.
@@ -39,7 +44,7 @@ pub const WINDOW_LOG_MAX: u32 = 25;
 
 /// What `nix-deploy-receive --version` prints (one line).
 pub fn version_line() -> String {
-    format!("{NAME} {PROTOCOL} zstd")
+    format!("{NAME} {PROTOCOL} zstd stripes")
 }
 
 /// How a [`pump`] ended.

@@ -13,7 +13,7 @@ use deploy_ssh::{RemoteProcess, SshError, SshOptions, SshSession, Target};
 use nix_wire::daemon::{self, StdioTransport};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::compress::{MaybeZstd, Receiver, ZstdControl, ZstdWriter};
+use crate::compress::{rendezvous_name, MaybeZstd, Receiver, Striped, ZstdControl, ZstdWriter};
 use crate::link::{LinkEstimate, ProbeError};
 
 /// Why a connection to a node's daemon could not be opened.
@@ -63,19 +63,30 @@ pub trait Connector: Send + Sync {
 
     /// The same node with connections that zstd-compress what they send,
     /// decompressed on the node by `receiver` (already in the node's store),
-    /// at the level `control` sets; checks that the receiver runs there
-    /// first, and says why not.
+    /// at the level `control` sets, each carried by `stripes` channels;
+    /// checks that the receiver runs there first, and says why not.
     fn zstd(
         &self,
         receiver: &Receiver,
         control: Arc<ZstdControl>,
+        stripes: usize,
     ) -> impl Future<Output = Result<Self, String>> + Send
     where
         Self: Sized,
     {
-        let _ = (receiver, control);
+        let _ = (receiver, control, stripes);
         std::future::ready(Err("this connector can't run a receiver".to_owned()))
     }
+}
+
+/// How a connector's zstd connections are made.
+#[derive(Clone)]
+struct ZstdRoute<R> {
+    /// The receiver (a package on a node, a program locally).
+    receiver: R,
+    control: Arc<ZstdControl>,
+    /// Channels per connection.
+    stripes: usize,
 }
 
 /// Connections over one SSH session: each is an exec channel running the
@@ -86,8 +97,8 @@ pub struct SshConnector {
     session: Arc<SshSession>,
     command: String,
     reconnect: Option<(Target, SshOptions)>,
-    /// The receiver's command and the level, for zstd connections.
-    zstd: Option<(String, Arc<ZstdControl>)>,
+    /// For zstd connections.
+    zstd: Option<ZstdRoute<Receiver>>,
 }
 
 impl SshConnector {
@@ -115,15 +126,20 @@ impl Connector for SshConnector {
     type Stream = MaybeZstd<RemoteProcess>;
 
     async fn connect(&self) -> Result<Self::Stream, ConnectError> {
-        match &self.zstd {
-            None => Ok(MaybeZstd::Left(self.session.exec(&self.command).await?)),
-            Some((command, control)) => {
-                let process = self.session.exec(command).await?;
-                let writer =
-                    ZstdWriter::new(process, control.clone()).map_err(ConnectError::Compressor)?;
-                Ok(MaybeZstd::Right(writer))
-            }
-        }
+        let Some(z) = &self.zstd else {
+            return Ok(MaybeZstd::Left(self.session.exec(&self.command).await?));
+        };
+        let rendezvous = rendezvous_name();
+        let lead = z.receiver.command(&self.command, z.stripes, &rendezvous);
+        let joins = (1..z.stripes).map(|k| z.receiver.join_command(&rendezvous, k));
+        let lead = self.session.exec(&lead);
+        let others = futures_util::future::try_join_all(
+            joins.map(|c| async move { self.session.exec(&c).await }),
+        );
+        let (lead, others) = tokio::try_join!(lead, others)?;
+        let writer = ZstdWriter::new(Striped::new(lead, others), z.control.clone())
+            .map_err(ConnectError::Compressor)?;
+        Ok(MaybeZstd::Right(writer))
     }
 
     fn describe(&self) -> String {
@@ -160,7 +176,12 @@ impl Connector for SshConnector {
         Ok(SshConnector::new(Arc::new(session), self.command.clone()))
     }
 
-    async fn zstd(&self, receiver: &Receiver, control: Arc<ZstdControl>) -> Result<Self, String> {
+    async fn zstd(
+        &self,
+        receiver: &Receiver,
+        control: Arc<ZstdControl>,
+        stripes: usize,
+    ) -> Result<Self, String> {
         let out = self
             .session
             .run(&receiver.version_command())
@@ -180,7 +201,11 @@ impl Connector for SshConnector {
             ));
         }
         Ok(SshConnector {
-            zstd: Some((receiver.command(&self.command), control)),
+            zstd: Some(ZstdRoute {
+                receiver: receiver.clone(),
+                control,
+                stripes,
+            }),
             ..self.clone()
         })
     }
@@ -193,8 +218,8 @@ impl Connector for SshConnector {
 pub struct CommandConnector {
     make: Arc<dyn Fn() -> tokio::process::Command + Send + Sync>,
     name: String,
-    /// The receiver program and the level, for zstd connections.
-    zstd: Option<(PathBuf, Arc<ZstdControl>)>,
+    /// For zstd connections (the receiver program run locally).
+    zstd: Option<ZstdRoute<PathBuf>>,
 }
 
 impl CommandConnector {
@@ -216,14 +241,15 @@ impl Connector for CommandConnector {
 
     async fn connect(&self) -> Result<Self::Stream, ConnectError> {
         let command = (self.make)();
-        let Some((receiver, control)) = &self.zstd else {
+        let Some(z) = &self.zstd else {
             return Ok(MaybeZstd::Left(daemon::spawn_stdio(command)?));
         };
         // The receiver runs the command, as on a node.
+        let rendezvous = rendezvous_name();
         let inner = command.as_std();
-        let mut wrapped = tokio::process::Command::new(receiver);
+        let mut wrapped = tokio::process::Command::new(&z.receiver);
         wrapped
-            .args(["zstd", "--"])
+            .args(Receiver::lead_args(z.stripes, &rendezvous))
             .arg(inner.get_program())
             .args(inner.get_args());
         for (key, value) in inner.get_envs() {
@@ -235,9 +261,16 @@ impl Connector for CommandConnector {
         if let Some(dir) = inner.get_current_dir() {
             wrapped.current_dir(dir);
         }
-        let transport = daemon::spawn_stdio(wrapped)?;
-        let writer =
-            ZstdWriter::new(transport, control.clone()).map_err(ConnectError::Compressor)?;
+        let lead = daemon::spawn_stdio(wrapped)?;
+        let others = (1..z.stripes)
+            .map(|k| {
+                let mut join = tokio::process::Command::new(&z.receiver);
+                join.args(Receiver::join_args(&rendezvous, k));
+                daemon::spawn_stdio(join)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let writer = ZstdWriter::new(Striped::new(lead, others), z.control.clone())
+            .map_err(ConnectError::Compressor)?;
         Ok(MaybeZstd::Right(writer))
     }
 
@@ -245,7 +278,12 @@ impl Connector for CommandConnector {
         self.name.clone()
     }
 
-    async fn zstd(&self, receiver: &Receiver, control: Arc<ZstdControl>) -> Result<Self, String> {
+    async fn zstd(
+        &self,
+        receiver: &Receiver,
+        control: Arc<ZstdControl>,
+        stripes: usize,
+    ) -> Result<Self, String> {
         let program = receiver.program();
         let out = tokio::process::Command::new(&program)
             .arg("--version")
@@ -256,7 +294,11 @@ impl Connector for CommandConnector {
             return Err(format!("{program} --version: {}", out.status));
         }
         Ok(CommandConnector {
-            zstd: Some((PathBuf::from(program), control)),
+            zstd: Some(ZstdRoute {
+                receiver: PathBuf::from(program),
+                control,
+                stripes,
+            }),
             ..self.clone()
         })
     }

@@ -6,15 +6,18 @@
 use std::sync::Arc;
 
 use deploy_ssh::{SshSession, Target, DEFAULT_DAEMON_COMMAND};
-use nix_deploy::compress::Receiver;
+use nix_deploy::compress::{Receiver, ZstdControl};
 use nix_deploy::copy::{
     Compression, CompressionMethod, CopyEvent, CopyOptions, CopyReport, NodeStore,
 };
-use nix_deploy::remote::{CommandConnector, SshConnector};
+use nix_deploy::remote::{CommandConnector, Connector, SshConnector};
 use nix_wire::daemon::{connect_local, ClientConfig, DaemonClient, LocalTransport};
 use nix_wire::StorePath;
 use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
-use test_support::{fixture_closure, package_with_program, peers, receiver_package, TempStore};
+use test_support::{
+    fixture_closure, fixture_closure_random, package_with_program, peers, receiver_package,
+    TempStore,
+};
 use tokio_util::sync::CancellationToken;
 
 async fn local() -> DaemonClient<LocalTransport> {
@@ -108,26 +111,25 @@ async fn a_slow_link_copies_with_zstd_to_nix_2_8_and_2_26_nodes() {
     }
 }
 
+/// A connector spawning `peer`'s `nix-daemon --stdio` on `store`.
+fn daemon_connector(store: &TempStore, peer: &test_support::Peer) -> CommandConnector {
+    let daemon = store.daemon_command(peer);
+    let std = daemon.as_std();
+    let program = std.get_program().to_owned();
+    let args: Vec<_> = std.get_args().map(ToOwned::to_owned).collect();
+    CommandConnector::new(peer.name.clone(), move || {
+        let mut c = tokio::process::Command::new(&program);
+        c.args(&args);
+        c
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zstd_streams_import_into_both_nix_versions_through_a_local_receiver() {
     let fx = fixture_closure(80, "zstd-local", 32);
     for peer in peers() {
         let store = TempStore::new();
-        let daemon = store.daemon_command(&peer);
-        let (program, args): (String, Vec<String>) = {
-            let std = daemon.as_std();
-            (
-                std.get_program().to_string_lossy().into_owned(),
-                std.get_args()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect(),
-            )
-        };
-        let connector = CommandConnector::new(peer.name.clone(), move || {
-            let mut c = tokio::process::Command::new(&program);
-            c.args(&args);
-            c
-        });
+        let connector = daemon_connector(&store, &peer);
         let (report, methods) = copy(connector, &fx.root, &always(Some(receiver()))).await;
         assert!(
             matches!(methods[0].0, CompressionMethod::Zstd { .. }),
@@ -137,6 +139,71 @@ async fn zstd_streams_import_into_both_nix_versions_through_a_local_receiver() {
         assert_eq!(report.sent_paths, fx.closure.len());
         store.verify(&peer);
         assert_eq!(store.closure(&peer, &fx.root), fx.closure);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zstd_stream_striped_over_three_channels_imports_into_both_nix_versions() {
+    let fx = fixture_closure_random(60, "zstd-striped", 256);
+    for peer in peers() {
+        let store = TempStore::new();
+        let plain = daemon_connector(&store, &peer);
+        // Each connection: one lead receiver and two joiners, meeting in
+        // a private directory under TMPDIR.
+        let striped = plain
+            .zstd(&receiver(), ZstdControl::fixed(3), 3)
+            .await
+            .unwrap();
+        let options = CopyOptions {
+            compression: Compression::Never,
+            ..CopyOptions::default()
+        };
+        let (report, _) = copy(striped, &fx.root, &options).await;
+        assert_eq!(report.sent_paths, fx.closure.len(), "{}", peer.name);
+        store.verify(&peer);
+        assert_eq!(store.closure(&peer, &fx.root), fx.closure);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_round_trip_stripes_each_zstd_connection_over_several_channels() {
+    let fx = fixture_closure_random(100, "zstd-far", 128);
+    let cluster = Cluster::start(
+        &ClusterSpec::new()
+            .node("trixie", NodeKind::Trixie)
+            .node("local", NodeKind::LocalNix),
+    )
+    .unwrap();
+    let options = CopyOptions {
+        receiver: Some(receiver()),
+        ..CopyOptions::default()
+    };
+    for node in cluster.nodes() {
+        // 60 ms: a 2 MiB window carries 33 MiB/s a channel: compress, and
+        // give each connection the channels for the link.
+        node.delay(std::time::Duration::from_millis(60)).unwrap();
+        let (report, methods) = copy(connector(&cluster, node).await, &fx.root, &options).await;
+        node.delay(std::time::Duration::ZERO).unwrap();
+        let (method, reason) = &methods[0];
+        assert!(
+            matches!(method, CompressionMethod::Zstd { .. }),
+            "{}: {methods:?}",
+            node.name()
+        );
+        let stripes: usize = reason
+            .rsplit_once(" zstd connections of ")
+            .and_then(|(_, r)| r.strip_suffix(" channels"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{reason}"));
+        assert!(stripes >= 2, "{}: {reason}", node.name());
+        assert_eq!(report.sent_paths, fx.closure.len());
+        node.verify_store().unwrap();
+        assert_eq!(node.store_closure(&fx.root).unwrap(), fx.closure);
+        // Nothing is left behind in the node's /tmp.
+        let left = node
+            .run_ok("ls -d /tmp/nix-deploy-receive-* 2>/dev/null || true")
+            .unwrap();
+        assert_eq!(left.trim(), "", "{}", node.name());
     }
 }
 

@@ -82,15 +82,73 @@ impl Receiver {
         format!("exec {} --version", quote(&self.program()))
     }
 
+    /// The receiver's arguments that run `program` (with its own
+    /// arguments after it) with its stdin decompressed, the stream coming
+    /// over `stripes` channels that meet at `rendezvous` (see
+    /// [`rendezvous_name`]).
+    pub fn lead_args(stripes: usize, rendezvous: &str) -> Vec<String> {
+        let mut args = vec!["zstd".to_owned()];
+        if stripes > 1 {
+            args.extend([
+                "--stripes".to_owned(),
+                stripes.to_string(),
+                "--rendezvous".to_owned(),
+                rendezvous.to_owned(),
+            ]);
+        }
+        args.push("--".to_owned());
+        args
+    }
+
+    /// The receiver's arguments that make a channel stripe `k` of the
+    /// stream meeting at `rendezvous`.
+    pub fn join_args(rendezvous: &str, k: usize) -> Vec<String> {
+        vec!["join".to_owned(), rendezvous.to_owned(), k.to_string()]
+    }
+
     /// The node-side command that runs `daemon_command` (a shell command,
-    /// e.g. `nix-daemon --stdio`) with its stdin decompressed.
-    pub fn command(&self, daemon_command: &str) -> String {
+    /// e.g. `nix-daemon --stdio`) with its stdin decompressed, the stream
+    /// over `stripes` channels meeting at `rendezvous`.
+    pub fn command(&self, daemon_command: &str, stripes: usize, rendezvous: &str) -> String {
+        let args: Vec<String> = Self::lead_args(stripes, rendezvous)
+            .iter()
+            .map(|a| quote(a))
+            .collect();
         format!(
-            "exec {} zstd -- /bin/sh -c {}",
+            "exec {} {} /bin/sh -c {}",
             quote(&self.program()),
+            args.join(" "),
             quote(daemon_command)
         )
     }
+
+    /// The node-side command of stripe `k` of the stream meeting at
+    /// `rendezvous`.
+    pub fn join_command(&self, rendezvous: &str, k: usize) -> String {
+        let args: Vec<String> = Self::join_args(rendezvous, k)
+            .iter()
+            .map(|a| quote(a))
+            .collect();
+        format!("exec {} {}", quote(&self.program()), args.join(" "))
+    }
+}
+
+/// A fresh rendezvous name for a striped stream (32 hex digits).
+pub fn rendezvous_name() -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The machine of an ELF header (its first 20 bytes), as `uname -m` says it.

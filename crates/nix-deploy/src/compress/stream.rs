@@ -3,8 +3,8 @@
 
 use tokio_util::either::Either;
 
-use super::ZstdWriter;
+use super::{Striped, ZstdWriter};
 
 /// A daemon connection's stream: as it is (`Left`), or compressed towards
-/// the node (`Right`).
-pub type MaybeZstd<S> = Either<S, ZstdWriter<S>>;
+/// the node over one or more channels (`Right`).
+pub type MaybeZstd<S> = Either<S, ZstdWriter<Striped<S>>>;

@@ -1,18 +1,22 @@
 //! How a copy moves its bytes, decided from the measured link
-//! ([`LinkEstimate`]): how many connections, and whether to compress.
+//! ([`LinkEstimate`]): how many connections, over how many channels each,
+//! and whether to compress.
 //!
-//! - **Connections**: enough to carry the link's rate (up to
-//!   [`TARGET_RATE`], about what one node's daemons import) when each SSH
-//!   channel is capped at one window per round trip:
-//!   `ceil(rate × rtt / window)`, at least 4 uncompressed (or 2 compressed,
-//!   where the link is the bottleneck anyway and each zstd context costs
-//!   memory), at most [`MAX_JOBS`] (sshd allows 10 channels per connection:
-//!   ours, the node lock and these).
+//! - **Channels**: enough to carry the link's rate (up to [`TARGET_RATE`],
+//!   about what one node's daemons import) when each SSH channel is capped
+//!   at one window per round trip: `ceil(rate × rtt / window)`, at most
+//!   [`MAX_JOBS`] (sshd allows 10 channels per connection: ours, the node
+//!   lock and these).
+//! - **Uncompressed** (or zlib): a daemon connection per channel, at least
+//!   4.
+//! - **zstd**: 2 daemon connections (each zstd context costs memory; the
+//!   link is the bottleneck anyway), each striped over enough channels
+//!   that one connection alone carries the link: where dependencies leave
+//!   a single connection with work (a chain, a closure's first levels, one
+//!   huge path) it still gets every window. Needs the node's receiver.
 //! - **Compression**: on when one channel carries less than
-//!   [`COMPRESS_BELOW`] (the link's rate, or a window per round trip):
-//!   where dependencies leave one connection with work, as in a closure's
-//!   first levels, that is all the copy gets. Then zstd through the node's
-//!   receiver, else zlib.
+//!   [`COMPRESS_BELOW`] (the link's rate, or a window per round trip).
+//!   Then zstd through the node's receiver, else zlib.
 
 use crate::link::LinkEstimate;
 
@@ -26,7 +30,7 @@ pub const COMPRESS_BELOW: u64 = 64 << 20;
 /// The rate the connections are sized for: about what a node imports.
 pub const TARGET_RATE: u64 = 128 << 20;
 
-/// The most upload connections to one node.
+/// The most upload channels to one node.
 pub const MAX_JOBS: usize = 8;
 
 /// Connections when nothing says otherwise.
@@ -38,15 +42,21 @@ const COMPRESSED_JOBS: usize = 2;
 /// What a copy will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferPlan {
-    /// Upload connections.
+    /// Upload connections, uncompressed or with zlib.
     pub jobs: usize,
+    /// Upload connections with zstd, and the channels ("stripes") each
+    /// one is carried by.
+    pub zstd: (usize, usize),
     /// Whether to compress.
     pub compress: bool,
-    /// Bytes per second the uncompressed link carries with `jobs`
-    /// connections (0: not measured).
+    /// Bytes per second the uncompressed link carries with all the
+    /// channels (0: not measured).
     pub plain_rate: u64,
     /// Bytes per second one uncompressed channel carries (0: not measured).
     pub per_channel: u64,
+    /// Bytes per second a striped zstd connection's channels carry
+    /// uncompressed (0: not measured).
+    pub per_connection: u64,
 }
 
 /// Decides from the link (`None`: not measured, e.g. a local store, so
@@ -57,11 +67,7 @@ pub fn decide(
     compression: Compression,
     jobs: Option<usize>,
 ) -> TransferPlan {
-    let sized = |base: usize| match (jobs, link) {
-        (Some(j), _) => j.max(1),
-        (None, Some(l)) => base.max(needed(l)).min(MAX_JOBS),
-        (None, None) => base,
-    };
+    let channels = link.map_or(1, needed).clamp(1, MAX_JOBS);
     // One channel's capacity decides: dependencies often leave a single
     // connection with work (the first levels of a closure), and there a
     // window per round trip is all it carries.
@@ -71,15 +77,23 @@ pub fn decide(
         Compression::Always => true,
         Compression::Auto => per_channel < COMPRESS_BELOW,
     };
-    let jobs = match compress {
-        true => sized(COMPRESSED_JOBS),
-        false => sized(DEFAULT_JOBS),
+    let base = if compress {
+        COMPRESSED_JOBS
+    } else {
+        DEFAULT_JOBS
     };
+    let plain_jobs = jobs.map_or(base.max(channels).min(MAX_JOBS), |j| j.max(1));
+    let zstd_jobs = jobs.map_or(COMPRESSED_JOBS, |j| j.max(1));
+    let stripes = channels
+        .div_ceil(zstd_jobs)
+        .clamp(1, (MAX_JOBS / zstd_jobs).max(1));
     TransferPlan {
-        jobs,
+        jobs: plain_jobs,
+        zstd: (zstd_jobs, stripes),
         compress,
-        plain_rate: link.map_or(0, |l| l.capacity(jobs)),
+        plain_rate: link.map_or(0, |l| l.capacity(plain_jobs)),
         per_channel: link.map_or(0, |l| l.capacity(1)),
+        per_connection: link.map_or(0, |l| l.capacity(stripes)),
     }
 }
 
@@ -121,7 +135,10 @@ mod tests {
     fn slow_links_compress_with_two_connections() {
         for rate in [12 * MIB, 2 * MIB] {
             let p = decide(Some(&link(0, rate, None)), Compression::Auto, None);
-            assert_eq!((p.jobs, p.compress, p.plain_rate), (2, true, rate));
+            assert_eq!(
+                (p.jobs, p.zstd, p.compress, p.plain_rate),
+                (2, (2, 1), true, rate)
+            );
         }
     }
 
@@ -133,15 +150,17 @@ mod tests {
         let p = decide(Some(&link(20, 300 * MIB, w)), Compression::Auto, None);
         assert_eq!((p.jobs, p.compress), (DEFAULT_JOBS, false));
         // 80 ms: a channel carries 25 MiB/s: compress; 5.12: 6 channels,
-        // 150 MiB/s uncompressed in all.
+        // 150 MiB/s uncompressed in all: 6 zlib connections, or 2 zstd
+        // ones of 3 stripes, each carrying 75 MiB/s alone.
         let p = decide(Some(&link(80, 300 * MIB, w)), Compression::Auto, None);
-        assert_eq!((p.jobs, p.compress, p.plain_rate), (6, true, 150 * MIB));
-        // 150 ms: 9.6, capped at 8.
+        assert_eq!((p.jobs, p.zstd, p.compress), (6, (2, 3), true));
+        assert_eq!((p.plain_rate, p.per_connection), (150 * MIB, 75 * MIB));
+        // 150 ms: 9.6, capped at 8 channels: 2 × 4.
         let p = decide(Some(&link(150, 300 * MIB, w)), Compression::Auto, None);
-        assert_eq!((p.jobs, p.compress), (MAX_JOBS, true));
+        assert_eq!((p.jobs, p.zstd, p.compress), (MAX_JOBS, (2, 4), true));
         // 40 ms at 100 Mbit/s: the link is the limit: compress.
         let p = decide(Some(&link(40, 12 * MIB, w)), Compression::Auto, None);
-        assert_eq!((p.jobs, p.compress), (2, true));
+        assert_eq!((p.jobs, p.zstd, p.compress), (2, (2, 1), true));
     }
 
     #[test]
@@ -150,8 +169,15 @@ mod tests {
         let p = decide(Some(&slow), Compression::Never, Some(3));
         assert_eq!((p.jobs, p.compress), (3, false));
         let p = decide(None, Compression::Always, None);
-        assert_eq!((p.jobs, p.compress, p.plain_rate), (2, true, 0));
+        assert_eq!(
+            (p.jobs, p.zstd, p.compress, p.plain_rate),
+            (2, (2, 1), true, 0)
+        );
         let p = decide(None, Compression::Auto, None);
         assert_eq!((p.jobs, p.compress), (DEFAULT_JOBS, false));
+        // Forced connections keep the channels within sshd's limit.
+        let far = link(150, 300 * MIB, Some(2 * MIB));
+        let p = decide(Some(&far), Compression::Auto, Some(3));
+        assert_eq!((p.jobs, p.zstd), (3, (3, 2)));
     }
 }

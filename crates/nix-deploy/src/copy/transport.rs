@@ -63,6 +63,7 @@ where
         jobs: plan.jobs,
         receiver_paths,
     };
+    let (zstd_jobs, stripes) = plan.zstd;
     if !plan.compress {
         let (method, reason) = match (compresses_already, options.compression) {
             (true, _) => (
@@ -86,25 +87,32 @@ where
             receiver_paths =
                 push_receiver(store, local, r, missing, options, events, cancel).await?;
             let control = ZstdControl::for_link(
-                plan.per_channel,
+                plan.per_connection,
                 plan.plain_rate,
-                plan.jobs,
+                zstd_jobs,
                 Some(reporter(events)),
             );
-            match store.connector.zstd(r, control.clone()).await {
+            match store.connector.zstd(r, control.clone(), stripes).await {
                 Ok(c) => {
                     events.send(CopyEvent::Compression {
                         method: CompressionMethod::Zstd {
                             level: control.level(),
                         },
-                        reason: slow_reason(&plan),
+                        reason: format!(
+                            "{}; {zstd_jobs} zstd connections of {stripes} channels",
+                            slow_reason(&plan)
+                        ),
                     });
                     let route = Route {
                         connector: Arc::new(c),
                         plain: store.connector.clone(),
                         control: Some(control),
                     };
-                    return Ok(chosen(route, receiver_paths));
+                    return Ok(Chosen {
+                        route,
+                        jobs: zstd_jobs,
+                        receiver_paths,
+                    });
                 }
                 Err(why) => why,
             }

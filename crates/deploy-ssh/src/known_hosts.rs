@@ -9,7 +9,7 @@
 //! recorded key is unknown.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use data_encoding::BASE64;
 use hmac::{Hmac, KeyInit, Mac};
@@ -219,10 +219,22 @@ pub(crate) fn check(
     }
 }
 
-/// Appends `key` for `host:port` to `file` (created 0600, its directory
-/// 0700, if missing).
-pub(crate) fn append(file: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), SshError> {
+/// Records `key` for `host:port` in `files[0]` (created 0600, its
+/// directory 0700, if missing) unless `files` know it by now. Under an
+/// exclusive lock of that file, it checks `files` again (a parallel deploy
+/// may have recorded the host meanwhile: a different key is then refused
+/// as changed) and appends the line with one write, so parallel first
+/// deploys never interleave or duplicate lines.
+pub(crate) fn record_new(
+    files: &[PathBuf],
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+) -> Result<(), SshError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Some(file) = files.first() else {
+        return Ok(());
+    };
     let err = |source| SshError::KnownHosts {
         path: file.to_path_buf(),
         source,
@@ -245,7 +257,13 @@ pub(crate) fn append(file: &Path, host: &str, port: u16, key: &PublicKey) -> Res
         .mode(0o600)
         .open(file)
         .map_err(err)?;
-    writeln!(f, "{} {}", host_name(host, port), encoded.trim()).map_err(err)
+    // Released when `f` closes.
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| err(e.into()))?;
+    if check(files, host, port, &key)? == Verdict::Known {
+        return Ok(());
+    }
+    let line = format!("{} {}\n", host_name(host, port), encoded.trim());
+    f.write_all(line.as_bytes()).map_err(err)
 }
 
 #[cfg(test)]
@@ -343,7 +361,7 @@ mod tests {
     fn append_then_known() {
         let (_d, path) = file("");
         let files = vec![path.clone()];
-        if let Err(e) = append(&path, "127.0.0.1", 2200, &key(KEY_A)) {
+        if let Err(e) = record_new(&files, "127.0.0.1", 2200, &key(KEY_A)) {
             panic!("{e}");
         }
         assert_eq!(
@@ -354,5 +372,40 @@ mod tests {
             known_algorithms(&files, "127.0.0.1", 2200),
             vec![Algorithm::Ed25519]
         );
+    }
+
+    #[test]
+    fn parallel_records_neither_interleave_nor_repeat() {
+        let (_d, path) = file("");
+        let files = vec![path.clone()];
+        std::thread::scope(|scope| {
+            for i in 0..32 {
+                let files = &files;
+                // Each host twice, at once.
+                scope.spawn(move || record_new(files, &format!("node{}", i / 2), 22, &key(KEY_A)));
+            }
+        });
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let mut hosts: Vec<&str> = text
+            .lines()
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        assert!(
+            text.lines()
+                .all(|l| l.ends_with(KEY_A.split(' ').nth(1).unwrap_or("?"))),
+            "{text}"
+        );
+        hosts.sort();
+        let mut expected: Vec<String> = (0..16).map(|i| format!("node{i}")).collect();
+        expected.sort();
+        assert_eq!(hosts, expected);
+        // A host recorded meanwhile with another key is a changed key.
+        assert!(matches!(
+            record_new(&files, "node3", 22, &key(KEY_B)),
+            Err(SshError::HostKeyChanged { .. })
+        ));
     }
 }

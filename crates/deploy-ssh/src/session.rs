@@ -221,7 +221,7 @@ impl client::Handler for HostKeyCheck {
                 let Some(file) = ep.known_hosts_files.first() else {
                     return Err(HandshakeError::HostKey(unknown(ep, key)));
                 };
-                known_hosts::append(file, &ep.host, ep.port, key)
+                known_hosts::record_new(&ep.known_hosts_files, &ep.host, ep.port, key)
                     .map_err(HandshakeError::HostKey)?;
                 tracing::warn!(host = %ep.host, port = ep.port, key = %describe(key), file = %file.display(), "new host key accepted and recorded (accept-new)");
                 Ok(true)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use nix_deploy::ingress::stage::IngressStage;
 use nix_deploy::ingress::{self, IngressError, IngressWarning, KubeVersion, Manifest};
+use nix_deploy::inventory::validate::{self, ManifestSource};
 use nix_deploy::inventory::Role;
 use nix_deploy::k3s::plan::K3sNode;
 use nix_deploy::k3s::{K3sStage, K3sTimeouts};
@@ -84,22 +85,35 @@ pub fn ingress_stage(
         .as_deref()
         .ok_or(ClusterStageError::NoK3sVersion)?;
     let kubernetes = KubeVersion::parse(version)?;
-    let workloads = cluster
-        .manifests
-        .iter()
-        .map(|(name, path)| {
-            let content =
-                std::fs::read_to_string(path).map_err(|source| ClusterStageError::Manifest {
-                    name: name.clone(),
-                    path: path.clone(),
-                    source,
-                })?;
-            Ok(Manifest {
-                file_name: name.clone(),
-                content,
+    let workloads =
+        cluster
+            .manifests
+            .iter()
+            .map(|(name, value)| {
+                // The inventory was validated: a store file or the text itself.
+                let content =
+                    match validate::manifest(name, value) {
+                        Ok(ManifestSource::StoreFile(path)) => std::fs::read_to_string(&path)
+                            .map_err(|source| ClusterStageError::Manifest {
+                                name: name.clone(),
+                                path,
+                                source,
+                            })?,
+                        Ok(ManifestSource::Text(text)) => text,
+                        Err(why) => {
+                            return Err(ClusterStageError::Manifest {
+                                name: name.clone(),
+                                path: value.clone(),
+                                source: std::io::Error::other(why),
+                            })
+                        }
+                    };
+                Ok(Manifest {
+                    file_name: name.clone(),
+                    content,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, ClusterStageError>>()?;
+            .collect::<Result<Vec<_>, ClusterStageError>>()?;
     let stack = ingress::render(cluster, kubernetes, &workloads)?;
     let warnings = stack.warnings.clone();
     let servers = resolved

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 use deploy_ssh::Target;
-use nix_deploy::inventory::{ClusterSettings, Inventory, InventoryError, NodeConfig};
+use nix_deploy::inventory::{validate, ClusterSettings, Inventory, InventoryError, NodeConfig};
 use nix_deploy::nix_cli::NixCli;
 
 use crate::ssh_args::SshArgs;
@@ -74,6 +74,8 @@ impl InventoryArgs {
                 }
                 let target =
                     Target::parse(addr).map_err(|e| ResolveError::Target(format!("{t:?}: {e}")))?;
+                validate::hostname(&target.host)
+                    .map_err(|e| ResolveError::Target(format!("{t:?}: {e}")))?;
                 Ok((node.to_owned(), target))
             })
             .collect()

@@ -16,6 +16,7 @@ use crate::install::InstallMethod;
 use crate::nix_cli::{NixCli, NixError};
 
 mod node;
+pub mod validate;
 
 /// What a node does in the k3s cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,7 +54,8 @@ pub struct ClusterSettings {
     #[serde(default)]
     pub k3s: ClusterK3s,
     /// Workload manifests for the servers' auto-deploy directory: file
-    /// name to the file holding it (a store path).
+    /// name to the file holding it (a store path) or to its text (see
+    /// [`validate::manifest`]).
     #[serde(default)]
     pub manifests: BTreeMap<String, String>,
 }
@@ -222,6 +224,10 @@ impl Inventory {
         };
         let cluster: ClusterSettings =
             serde_json::from_value(cluster).map_err(|e| malformed("cluster", e.to_string()))?;
+        for (name, value) in &cluster.manifests {
+            validate::manifest(name, value)
+                .map_err(|reason| malformed(&format!("cluster.manifests.{name}"), reason))?;
+        }
         let raw_nodes: BTreeMap<String, serde_json::Value> =
             serde_json::from_value(nodes).map_err(|e| malformed("nodes", e.to_string()))?;
         let mut checked = BTreeMap::new();

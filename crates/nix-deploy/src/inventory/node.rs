@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use nix_wire::StorePath;
 use serde_json::Value;
 
+use super::validate;
 use super::{InventoryError, NodeConfig, NodeK3s, NodeNix, Role};
 use crate::install::InstallMethod;
 use crate::nix_cli::NixCli;
@@ -62,8 +63,10 @@ pub(super) fn check_node(
         });
     };
     let f = Fields { node: name, map };
+    validate::node_name(name).map_err(|p| f.error("name", p))?;
 
     let hostname = f.required("hostname", "set the node's address")?;
+    validate::hostname(&hostname).map_err(|p| f.error("hostname", p))?;
     let role = match f.string("role")?.as_deref() {
         Some("server") => Role::Server,
         Some("agent") => Role::Agent,
@@ -82,9 +85,7 @@ pub(super) fn check_node(
             .ok_or_else(|| f.error("sshPort", format!("{v} is not a port (1 to 65535)")))?,
     };
     let ssh_user = f.string("sshUser")?.unwrap_or_else(|| "root".into());
-    if ssh_user.trim().is_empty() {
-        return Err(f.error("sshUser", "is empty".into()));
-    }
+    validate::ssh_user(&ssh_user).map_err(|p| f.error("sshUser", p))?;
     let system = f.string("system")?.unwrap_or_else(|| "x86_64-linux".into());
     let profile = f.required("profile", "give the host's package")?;
     let profile = StorePath::parse(&profile)
@@ -157,12 +158,12 @@ fn check_nix(nix: &NixCli, f: &Fields<'_>, name: &str) -> Result<NodeNix, Invent
         Some(Value::Object(m)) => m
             .iter()
             .map(|(k, v)| match v.as_str() {
-                Some(s) if !k.is_empty() && !k.contains(['=', '\n', '#']) && !s.contains('\n') => {
-                    Ok((k.clone(), s.to_owned()))
-                }
-                _ => Err(f.error(
+                Some(s) => validate::nix_setting(k, s)
+                    .map(|()| (k.clone(), s.to_owned()))
+                    .map_err(|p| f.error("nix.settings", p)),
+                None => Err(f.error(
                     "nix.settings",
-                    format!("{k} = {v}: a setting must be a name and a one-line string"),
+                    format!("{k} = {v}: a setting's value must be a string"),
                 )),
             })
             .collect::<Result<_, _>>()?,

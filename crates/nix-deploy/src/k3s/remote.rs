@@ -112,7 +112,9 @@ pub async fn write_token(session: &SshSession, token: &Secret) -> Result<bool, K
 /// Whether `session`'s node opens a TCP connection to `host:port` within
 /// five seconds.
 pub async fn can_reach(session: &SshSession, host: &str, port: u16) -> Result<bool, K3sError> {
-    let probe = format!("exec 3<>/dev/tcp/{host}/{port}");
+    // The inventory's hostnames are validated; quoted all the same, since
+    // this program is a shell's (bash's) inside the outer command.
+    let probe = format!("exec 3<>/dev/tcp/{}/{port}", quote(host));
     let command = format!("timeout 5 bash -c {}", quote(&probe));
     Ok(session.run(&command).await?.status.success())
 }

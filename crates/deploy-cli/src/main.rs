@@ -1,6 +1,6 @@
 //! `deploy`: the command-line front of the deployer. It parses arguments,
 //! runs library calls and renders their results; the work itself lives in
-//! the libraries (`nix-wire` for now).
+//! the libraries (`nix-deploy`, `nix-wire`, `deploy-ssh`).
 //!
 //! Exit codes: 0 success, 1 failure (the message says what failed and what
 //! to do), 2 usage error; a deploy of several nodes also uses 3 (some nodes
@@ -22,9 +22,10 @@ mod ssh_args;
 mod store;
 mod transfer_args;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Nix-native deployer for small k3s clusters on plain Debian VPS nodes.
 ///
@@ -79,9 +80,54 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Moves the options given before a subcommand behind it, so that global
+/// options work in either place: `deploy --flake F rollback NODE --to 3`
+/// is `deploy rollback --flake F NODE --to 3`. Without a subcommand (the
+/// deploy itself), or with a word that is no option first (a node name),
+/// `argv` stays as it is. Options the subcommand doesn't take are then
+/// refused by it, naming them.
+fn subcommand_first(mut argv: Vec<OsString>) -> Vec<OsString> {
+    let mut cli = Cli::command();
+    cli.build();
+    // How many separate values an option given as `word` takes.
+    let values = |word: &str| -> usize {
+        let arg = match word.strip_prefix("--") {
+            Some(long) if !long.contains('=') => {
+                cli.get_arguments().find(|a| a.get_long() == Some(long))
+            }
+            Some(_) => None,
+            None => {
+                let mut chars = word.chars().skip(1);
+                match (chars.next(), chars.next()) {
+                    (Some(short), None) => {
+                        cli.get_arguments().find(|a| a.get_short() == Some(short))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        arg.filter(|a| a.get_action().takes_values())
+            .map_or(0, |a| a.get_num_args().map_or(1, |n| n.max_values()))
+    };
+    let mut i = 1;
+    while let Some(word) = argv.get(i).and_then(|w| w.to_str()) {
+        if cli.find_subcommand(word).is_some() {
+            if i > 1 {
+                argv[1..=i].rotate_right(1);
+            }
+            break;
+        }
+        if word == "--" || !word.starts_with('-') || word == "-" {
+            break;
+        }
+        i += 1 + values(word);
+    }
+    argv
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(subcommand_first(std::env::args_os().collect()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,5 +161,40 @@ fn main() -> ExitCode {
             eprintln!("deploy: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &str) -> Vec<OsString> {
+        words.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn options_before_a_subcommand_move_behind_it() {
+        let moved = subcommand_first(args("deploy --flake F -i K --option a b rollback n --to 3"));
+        assert_eq!(
+            moved,
+            args("deploy rollback --flake F -i K --option a b n --to 3")
+        );
+        let cli = Cli::try_parse_from(moved).unwrap();
+        assert!(matches!(cli.command, Some(Command::Rollback(_))));
+    }
+
+    #[test]
+    fn a_deploy_without_subcommand_stays_as_it_is() {
+        for words in [
+            "deploy --flake F all",
+            "deploy --diff k8s-cluster-main",
+            "deploy --flake rollback all",
+            "deploy",
+        ] {
+            assert_eq!(subcommand_first(args(words)), args(words));
+        }
+        // A node named like a subcommand comes after the other nodes' names.
+        let words = "deploy --flake F main rollback";
+        assert_eq!(subcommand_first(args(words)), args(words));
     }
 }

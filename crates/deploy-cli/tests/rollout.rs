@@ -14,7 +14,7 @@ use test_support::run;
 
 mod common;
 
-use common::{deploy, deploy_sub, json, repo_flake, MAIN, PROFILE, WORKER};
+use common::{deploy, deploy_options_first, deploy_sub, json, repo_flake, MAIN, PROFILE, WORKER};
 
 /// Two nodes standing in for the inventory's two: the control plane on
 /// Debian 13's Nix 2.26, the worker on Nix 2.8.
@@ -463,7 +463,8 @@ fn generations_and_rollback_of_an_inventory_node() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no generation 99; it has 1, 2"), "{err}");
     assert_eq!(profile_target(main), first);
-    ok(deploy_sub(
+    // Global options may come before the subcommand.
+    ok(deploy_options_first(
         &cluster,
         &["rollback", MAIN],
         &repo_flake(),

@@ -34,10 +34,28 @@ pub fn deploy_sub(
     args: &[&str],
 ) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
-    c.args(sub)
-        .arg("--flake")
-        .arg(flake)
-        .args(nix_args(nixpkgs));
+    c.args(sub);
+    common_args(&mut c, cluster, flake, nixpkgs);
+    c.args(args).output().unwrap()
+}
+
+/// [`deploy_sub`] with the flags of [`deploy`] before the subcommand, as
+/// global options: `deploy --flake F ... SUBCOMMAND ARGS`.
+pub fn deploy_options_first(
+    cluster: &Cluster,
+    sub: &[&str],
+    flake: &str,
+    nixpkgs: &Path,
+    args: &[&str],
+) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
+    common_args(&mut c, cluster, flake, nixpkgs);
+    c.args(sub).args(args).output().unwrap()
+}
+
+/// The flake, nixpkgs, SSH and target flags of every test's `deploy`.
+fn common_args(c: &mut Command, cluster: &Cluster, flake: &str, nixpkgs: &Path) {
+    c.arg("--flake").arg(flake).args(nix_args(nixpkgs));
     c.args([
         "--no-agent",
         "--ssh-config",
@@ -51,7 +69,6 @@ pub fn deploy_sub(
         let ip = cluster.node(node).unwrap().ip();
         c.arg("--target").arg(format!("{name}=root@{ip}"));
     }
-    c.args(args).output().unwrap()
 }
 
 pub fn repo_flake() -> String {

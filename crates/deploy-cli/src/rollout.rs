@@ -219,11 +219,13 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
         selected.iter().map(|(n, _)| n.clone()),
         None,
     )));
+    // Exit codes count the nodes planned, not the answers that came back.
+    let total = plans.len();
     if args.diff {
         let diffs = diff_nodes(plans, &opts).await;
-        let failed = diffs.iter().filter(|(_, r)| r.is_err()).count();
+        let failed = total - diffs.iter().filter(|(_, r)| r.is_ok()).count();
         report::diffs(&diffs, args.json);
-        return Ok(exit_code(failed, diffs.len()));
+        return Ok(exit_code(failed, total));
     }
     opts.copy.signing_key = args.signing.load()?;
     opts.copy.receiver = args.transfer.receiver()?;
@@ -238,9 +240,9 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     let progress = tokio::spawn(report::progress(rx, verbosity));
     let outcomes = deploy_nodes(plans, &opts, Some(tx), &cancel).await;
     let _ = progress.await;
-    let failed = outcomes.iter().filter(|o| !o.status.is_success()).count();
+    let failed = total - outcomes.iter().filter(|o| o.status.is_success()).count();
     report::outcomes(&outcomes, verbosity);
-    Ok(exit_code(failed, outcomes.len()))
+    Ok(exit_code(failed, total))
 }
 
 fn exit_code(failed: usize, total: usize) -> ExitCode {

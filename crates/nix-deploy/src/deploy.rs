@@ -12,10 +12,12 @@
 //! # }
 //! ```
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deploy_ssh::{SshError, SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
+use futures_util::FutureExt;
 use nix_wire::daemon::{self, ClientConfig, DaemonClient, LocalTransport};
 use nix_wire::StorePath;
 use tokio::sync::mpsc::UnboundedSender;
@@ -169,6 +171,45 @@ pub enum NodeError {
     /// Another node failed and fail-fast was asked for, or the user cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// The node's task panicked (a bug, in a stage or in nix-deploy): the
+    /// node is in whatever state the deploy had reached; its watchdog, if
+    /// armed, rolls it back.
+    #[error("{node}: the deploy crashed: {message} (a bug; please report it)")]
+    Panicked {
+        /// The node.
+        node: String,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+impl NodeError {
+    /// The error for `node`'s deploy that panicked with `payload`.
+    fn panicked(node: &str, payload: Box<dyn std::any::Any + Send>) -> NodeError {
+        let message = match (
+            payload.downcast_ref::<&str>(),
+            payload.downcast_ref::<String>(),
+        ) {
+            (Some(s), _) => (*s).to_owned(),
+            (_, Some(s)) => s.clone(),
+            _ => "a panic without a message".to_owned(),
+        };
+        NodeError::Panicked {
+            node: node.to_owned(),
+            message,
+        }
+    }
+
+    /// The error for `node`'s task ending in `e` (a panic, or an abort).
+    fn from_join(node: &str, e: tokio::task::JoinError) -> NodeError {
+        match e.try_into_panic() {
+            Ok(payload) => NodeError::panicked(node, payload),
+            Err(e) => NodeError::Panicked {
+                node: node.to_owned(),
+                message: e.to_string(),
+            },
+        }
+    }
 }
 
 /// How a node's deploy ended.
@@ -301,12 +342,19 @@ pub async fn deploy_nodes(
     let tasks = plans.into_iter().map(|plan| {
         let (limit, opts, events, cancel) =
             (limit.clone(), opts.clone(), events.clone(), cancel.clone());
-        tokio::spawn(async move {
+        let name = plan.name.clone();
+        let handle = tokio::spawn(async move {
             let start = Instant::now();
             let _permit = limit.acquire_owned().await;
             let mut sent = (0, 0);
+            // A panic (a bug, say in a third-party stage) is this node's
+            // failure, told to the stages like any other.
+            let run = AssertUnwindSafe(deploy_one(&plan, &opts, events.as_ref(), &mut sent));
             let result = tokio::select! {
-                r = deploy_one(&plan, &opts, events.as_ref(), &mut sent) => r,
+                r = run.catch_unwind() => match r {
+                    Ok(r) => r,
+                    Err(p) => Err(NodeError::panicked(&plan.name, p)),
+                },
                 () = cancel.cancelled() => Err(NodeError::Cancelled),
             };
             let status = result.unwrap_or_else(NodeStatus::Failed);
@@ -323,16 +371,31 @@ pub async fn deploy_nodes(
                 sent_bytes: sent.1,
                 elapsed: start.elapsed(),
             }
-        })
+        });
+        (name, handle)
     });
     let handles: Vec<_> = tasks.collect();
+    let start = Instant::now();
     let mut outcomes = Vec::with_capacity(handles.len());
-    for h in handles {
-        match h.await {
-            Ok(o) => outcomes.push(o),
-            // A panicking node task is a bug; its node simply has no outcome.
-            Err(e) => tracing::error!("node task failed: {e}"),
-        }
+    for (name, handle) in handles {
+        let outcome = match handle.await {
+            Ok(o) => o,
+            // Only a panic outside the deploy itself (in a stage's
+            // `node_finished`) gets here.
+            Err(e) => {
+                if opts.fail_fast {
+                    cancel.cancel();
+                }
+                NodeOutcome {
+                    status: NodeStatus::Failed(NodeError::from_join(&name, e)),
+                    name,
+                    sent_paths: 0,
+                    sent_bytes: 0,
+                    elapsed: start.elapsed(),
+                }
+            }
+        };
+        outcomes.push(outcome);
     }
     outcomes
 }
@@ -404,18 +467,21 @@ pub async fn diff_nodes(
         .into_iter()
         .map(|plan| {
             let (limit, opts) = (limit.clone(), opts.clone());
-            tokio::spawn(async move {
+            let name = plan.name.clone();
+            let handle = tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let r = diff_one(&plan, &opts).await;
-                (plan.name, r)
-            })
+                diff_one(&plan, &opts).await
+            });
+            (name, handle)
         })
         .collect();
     let mut out = Vec::new();
-    for h in handles {
-        if let Ok(r) = h.await {
-            out.push(r);
-        }
+    for (name, handle) in handles {
+        let r = match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::from_join(&name, e)),
+        };
+        out.push((name, r));
     }
     out
 }

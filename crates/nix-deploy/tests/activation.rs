@@ -2,8 +2,8 @@
 //! `sleep` kind): the profile link never dangles during switches;
 //! generations and rollback agree with `nix-env --list-generations`; a
 //! failing stage rolls back; a deployer killed before confirming leaves a
-//! node back on its previous generation; two deploys to one node take
-//! turns.
+//! node back on its previous generation, and its watchdog never undoes a
+//! later deploy or a switch by hand; two deploys to one node take turns.
 
 use std::io::Read;
 use std::process::Stdio;
@@ -23,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 const PROFILE: &str = "/nix/var/nix/profiles/nix-deploy";
 
-/// A test stage: fails, or sleeps then succeeds.
+/// A test stage: fails, panics, or sleeps then succeeds.
 #[derive(Debug)]
 enum TestStage {
     Fail,
+    Panic,
     Sleep(Duration),
 }
 
@@ -34,6 +35,7 @@ impl Stage for TestStage {
     fn name(&self) -> &str {
         match self {
             TestStage::Fail => "failing",
+            TestStage::Panic => "panicking",
             TestStage::Sleep(_) => "sleeping",
         }
     }
@@ -42,6 +44,7 @@ impl Stage for TestStage {
         Box::pin(async move {
             match self {
                 TestStage::Fail => Err("forced to fail".into()),
+                TestStage::Panic => panic!("a bug in a stage"),
                 TestStage::Sleep(d) => {
                     tokio::time::sleep(*d).await;
                     Ok(())
@@ -251,9 +254,29 @@ async fn failing_stage_rolls_back(kind: NodeKind, seed: &str) {
     assert_eq!(profile_target(node), roots[2]);
 }
 
-/// Not a test on its own: the deployer that `a_killed_deployer...` runs
-/// in a child process and kills. Does nothing unless the variable is set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stage_fails_its_node_and_the_watchdog_rolls_it_back() {
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = cluster.node("n").unwrap();
+    let roots = roots("activation-panic", 2);
+    let mut opts = options(cluster.ssh_config());
+    assert!(deploy("n", &roots[0], &opts).await.status.is_success());
+    opts.stages = vec![Arc::new(TestStage::Panic)];
+    opts.rollback = Some(Duration::from_secs(2));
+    let o = deploy("n", &roots[1], &opts).await;
+    assert!(
+        matches!(&o.status, NodeStatus::Failed(NodeError::Panicked { node, message })
+            if node == "n" && message == "a bug in a stage"),
+        "{o:?}"
+    );
+    wait_for_watchdogs(node);
+    assert_eq!(profile_target(node), roots[0]);
+}
+
+/// Not a test on its own: the deployer that `kill_after_switch` runs in a
+/// child process and kills. Does nothing unless the variable is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a helper: run by kill_after_switch"]
 async fn deployer_child() {
     let Ok(args) = std::env::var("NIX_DEPLOY_TEST_CHILD") else {
         return;
@@ -267,6 +290,49 @@ async fn deployer_child() {
     panic!("the hanging stage ended: {o:?}");
 }
 
+/// Runs `deployer_child` deploying `root` (its watchdog: 6 s, its stage
+/// hangs) and kills it (SIGKILL) once the node is switched to `root`.
+fn kill_after_switch(cluster: &Cluster, node: &Node, root: &str) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "deployer_child", "--nocapture", "--ignored"])
+        .env(
+            "NIX_DEPLOY_TEST_CHILD",
+            format!("{}\n{}", cluster.ssh_config().display(), root),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Switched, and its watchdog knows the generation it guards.
+    while profile_target(node) != root
+        || !node
+            .run("ls /nix/var/nix-deploy/watchdogs/*/expect")
+            .unwrap()
+            .status
+            .success()
+    {
+        assert!(Instant::now() < deadline, "the child never switched");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Waits until no detached watchdog runs on `node` any more.
+fn wait_for_watchdogs(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while node
+        .run("pgrep -f '[w]atchdogs/'")
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "a watchdog never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_deployer_leaves_the_node_on_its_previous_generation() {
     let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
@@ -274,25 +340,8 @@ async fn a_killed_deployer_leaves_the_node_on_its_previous_generation() {
     let roots = roots("activation-kill", 3);
     let opts = options(cluster.ssh_config());
     assert!(deploy("n", &roots[0], &opts).await.status.is_success());
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "deployer_child", "--nocapture"])
-        .env(
-            "NIX_DEPLOY_TEST_CHILD",
-            format!("{}\n{}", cluster.ssh_config().display(), roots[1]),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while profile_target(node) != roots[1] {
-        assert!(Instant::now() < deadline, "the child never switched");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let switched_at = Instant::now();
-    let deadline = switched_at + Duration::from_secs(20);
+    kill_after_switch(&cluster, node, &roots[1]);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while profile_target(node) != roots[0] {
         assert!(Instant::now() < deadline, "the node did not roll back");
         std::thread::sleep(Duration::from_millis(100));
@@ -304,6 +353,84 @@ async fn a_killed_deployer_leaves_the_node_on_its_previous_generation() {
     let o = deploy("n", &roots[2], &opts).await;
     assert!(o.status.is_success(), "{o:?}");
     assert_eq!(profile_target(node), roots[2]);
+}
+
+/// A node whose generation 1 a deploy confirmed, then deploy A switched
+/// to generation 2 and died before confirming (its watchdog pending);
+/// returns the cluster, three roots, and options for the next deploy, B.
+async fn after_a_dead_deployer(seed: &str) -> (Cluster, Vec<String>, DeployOptions) {
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let roots = roots(seed, 3);
+    let mut opts = options(cluster.ssh_config());
+    opts.lock_timeout = Duration::from_secs(5);
+    // B's own watchdog sleeps out its timeout before it ends.
+    opts.rollback = Some(Duration::from_secs(8));
+    assert!(deploy("n", &roots[0], &opts).await.status.is_success());
+    kill_after_switch(&cluster, cluster.node("n").unwrap(), &roots[1]);
+    (cluster, roots, opts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_deployers_watchdog_never_undoes_a_later_confirmed_deploy() {
+    let (cluster, roots, opts) = after_a_dead_deployer("activation-orphan").await;
+    let node = cluster.node("n").unwrap();
+    // B deploys and confirms generation 3 before A's watchdog expires.
+    let b = deploy("n", &roots[2], &opts).await;
+    assert!(b.status.is_success(), "{b:?}");
+    wait_for_watchdogs(node);
+    assert_eq!(profile_target(node), roots[2]);
+    assert_eq!(
+        nix_env_generations(node),
+        vec![(1, false), (2, false), (3, true)]
+    );
+    let states = node
+        .run_ok("cat /nix/var/nix-deploy/watchdogs/*/state")
+        .unwrap();
+    assert_eq!(states.trim(), "superseded", "A's watchdog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_deploy_that_fails_goes_back_to_the_last_confirmed_generation() {
+    let (cluster, roots, mut opts) = after_a_dead_deployer("activation-inherit").await;
+    let node = cluster.node("n").unwrap();
+    // B fails a stage: B goes back to generation 1, which a deploy
+    // confirmed, not to A's.
+    opts.stages = vec![Arc::new(TestStage::Fail)];
+    let b = deploy("n", &roots[2], &opts).await;
+    let NodeStatus::RolledBack { generation, .. } = &b.status else {
+        panic!("expected a rollback: {b:?}")
+    };
+    assert_eq!(*generation, 1);
+    wait_for_watchdogs(node);
+    assert_eq!(profile_target(node), roots[0]);
+    assert_eq!(
+        nix_env_generations(node),
+        vec![(1, true), (2, false), (3, false)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchdog_leaves_a_profile_switched_by_hand_alone() {
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = cluster.node("n").unwrap();
+    let roots = roots("activation-by-hand", 2);
+    let opts = options(cluster.ssh_config());
+    assert!(deploy("n", &roots[0], &opts).await.status.is_success());
+    kill_after_switch(&cluster, node, &roots[1]);
+    // Someone switches by hand, without our lock, before A's watchdog
+    // expires (to generation 3, holding the first closure again): it finds
+    // the profile on another generation and leaves it.
+    node.run_ok(&format!("nix-env -p {PROFILE} --set {}", roots[0]))
+        .unwrap();
+    wait_for_watchdogs(node);
+    assert_eq!(
+        nix_env_generations(node),
+        vec![(1, false), (2, false), (3, true)]
+    );
+    let states = node
+        .run_ok("cat /nix/var/nix-deploy/watchdogs/*/state")
+        .unwrap();
+    assert_eq!(states.trim(), "superseded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,12 @@
 //! sshd closes the channel, `cat` ends, and the kernel releases the lock,
 //! so a dead deployer never leaves a stale lock. The holder writes who it
 //! is to `<state dir>/lock.holder`, which a waiting deploy shows.
+//!
+//! Taking the lock also supersedes the watchdogs that dead deployers left
+//! pending (see [`super::watchdog`]): whoever holds the lock is about to
+//! change the profile, so they must not roll it back later. Their
+//! `previous` generations are handed to the new holder
+//! ([`NodeLock::inherited`]).
 
 use std::time::Duration;
 
@@ -15,11 +21,28 @@ use super::{ActivationError, PRINT_STATE_DIR};
 use crate::profile::{node_name, ProfileError};
 use crate::shell::quote;
 
+/// The lock file's name in the state directory.
+pub(crate) const LOCK_FILE: &str = "lock";
+
+/// The file in the state directory naming the lock's holder.
+pub(crate) const HOLDER_FILE: &str = "lock.holder";
+
+/// Shell code, run under the lock with `$d` the state directory: claims the
+/// decision of every pending watchdog (`superseded`), stops its timer, and
+/// prints `inherit N` with the generation it would have gone back to.
+/// Decided watchdogs older than a week are removed.
+const SUPERSEDE: &str = "for w in \"$d\"/watchdogs/*/; do [ -d \"$w\" ] || continue; \
+     if mkdir \"$w/decided\" 2>/dev/null; then echo superseded > \"$w/state\"; \
+     [ -f \"$w/unit\" ] && systemctl stop \"$(cat \"$w/unit\").timer\" >/dev/null 2>&1; \
+     printf 'inherit %s\\n' \"$(cat \"$w/previous\" 2>/dev/null)\"; fi; done; \
+     find \"$d/watchdogs\" -mindepth 1 -maxdepth 1 -mtime +7 -exec rm -rf {} + 2>/dev/null";
+
 /// The node's lock, held until [`release`](Self::release) or until the
 /// SSH session ends.
 pub struct NodeLock {
     stdio: BufReader<ProcessStdio>,
     monitor: ProcessMonitor,
+    inherited: Option<u64>,
 }
 
 impl std::fmt::Debug for NodeLock {
@@ -48,13 +71,13 @@ pub async fn acquire(
     timeout: Duration,
     mut on_wait: impl FnMut(&str),
 ) -> Result<NodeLock, ActivationError> {
-    let holder = "\"$d/lock.holder\"";
+    let holder = format!("\"$d/{HOLDER_FILE}\"");
     let secs = timeout.as_secs();
     let command = format!(
-        "d=$({PRINT_STATE_DIR}); mkdir -p \"$d\" && exec 9>>\"$d/lock\" || exit 1; \
+        "d=$({PRINT_STATE_DIR}); mkdir -p \"$d\" && exec 9>>\"$d/{LOCK_FILE}\" || exit 1; \
          if ! flock -n 9; then printf 'waiting %s\\n' \"$(cat {holder} 2>/dev/null)\"; \
          flock -w {secs} 9 || {{ printf 'timeout %s\\n' \"$(cat {holder} 2>/dev/null)\"; exit 75; }}; fi; \
-         printf '%s\\n' {me} > {holder}; echo locked; exec cat >/dev/null",
+         printf '%s\\n' {me} > {holder}; {SUPERSEDE}; echo locked; exec cat >/dev/null",
         me = quote(&whoami(session)),
     );
     let (stdio, monitor) = session.exec(&command).await?.into_parts();
@@ -68,6 +91,7 @@ pub async fn acquire(
             stderr: monitor.stderr_text(),
         })
     };
+    let mut inherited = None;
     let wait = async {
         loop {
             let mut line = String::new();
@@ -82,6 +106,12 @@ pub async fn acquire(
             }
             if line == "locked" {
                 return Ok(());
+            }
+            if let Some(n) = line.strip_prefix("inherit ") {
+                if let Ok(n) = n.parse::<u64>() {
+                    inherited = Some(inherited.map_or(n, |i: u64| i.min(n)));
+                }
+                continue;
             }
             if let Some(h) = line.strip_prefix("waiting ") {
                 on_wait(h);
@@ -106,10 +136,21 @@ pub async fn acquire(
             })
         }
     }
-    Ok(NodeLock { stdio, monitor })
+    Ok(NodeLock {
+        stdio,
+        monitor,
+        inherited,
+    })
 }
 
 impl NodeLock {
+    /// The generation that watchdogs superseded by taking the lock would
+    /// have gone back to (the oldest, if several): the last generation a
+    /// deploy confirmed, where a dead deployer's unconfirmed one is current.
+    pub fn inherited(&self) -> Option<u64> {
+        self.inherited
+    }
+
     /// Releases the lock and waits until the node has let it go.
     pub async fn release(mut self) {
         if let Err(e) = self.stdio.get_mut().shutdown().await {

@@ -90,6 +90,13 @@ pub enum ActivationError {
         /// How long we waited.
         seconds: u64,
     },
+    /// A later deploy took the node over (or the profile was switched by
+    /// hand) before this deploy was confirmed.
+    #[error("{node}: not confirmed: another deploy took the node over before this one confirmed; the node keeps what that deploy left (see `deploy generations`)")]
+    Superseded {
+        /// The node.
+        node: String,
+    },
     /// The watchdog acted before the confirmation arrived.
     #[error("{node}: confirmation came too late: the node's watchdog had already rolled back to generation {generation}")]
     TooLate {

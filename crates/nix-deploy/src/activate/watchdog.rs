@@ -8,18 +8,38 @@
 //! - without: `setsid nohup sh -c 'sleep T; …' &`, detached from the
 //!   session (stdio on `/dev/null`, its own session), reparented to init.
 //!
-//! Each watchdog has a directory `<state dir>/watchdogs/ID` (see `super::PRINT_STATE_DIR`). Whoever acts
-//! first, the watchdog at expiry, the deployer confirming or the deployer
-//! rolling back after a failed stage, claims the decision with `mkdir
+//! Each watchdog has a directory `<state dir>/watchdogs/ID` (see
+//! `super::PRINT_STATE_DIR`) holding the generation it goes back to
+//! (`previous`), its systemd unit (`unit`), and, once the deploy switched,
+//! the profile link it guards (`expect`). Whoever acts first, the watchdog
+//! at expiry, the deployer confirming or rolling back after a failed stage,
+//! or a later deploy superseding it, claims the decision with `mkdir
 //! decided` (atomic), so a confirmation racing the timeout is either in
-//! time or reported as too late, never both. A node rebooting before the
-//! timeout loses the watchdog (as a transient systemd timer would).
+//! time or reported as too late, never both.
+//!
+//! A watchdog only ever undoes its own deploy:
+//! - at expiry it takes the node's lock (see [`super::lock`]) before
+//!   deciding, so it never acts in the middle of another deploy (it waits
+//!   up to [`LOCK_WAIT`] for another holder, which supersedes it as soon as
+//!   it has the lock; it does not wait for the deploy it guards, which is
+//!   too late, may hold the lock over a connection that is dead without
+//!   the node knowing yet, and switches nothing any more);
+//! - it rolls back only if the profile still points at the generation its
+//!   deploy switched to;
+//! - every deploy that takes the node's lock supersedes the watchdogs left
+//!   pending by deployers that died (see [`super::lock::acquire`]), and
+//!   inherits the generation they would have gone back to: the last one a
+//!   deploy confirmed.
+//!
+//! A node rebooting before the timeout loses the watchdog (as a transient
+//! systemd timer would).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deploy_ssh::SshSession;
 
 use super::generations::switch_command;
+use super::lock::{HOLDER_FILE, LOCK_FILE};
 use super::{ActivationError, PRINT_STATE_DIR};
 use crate::profile::{node_name, run};
 use crate::shell::quote;
@@ -33,10 +53,17 @@ pub enum WatchdogKind {
     Detached,
 }
 
+/// How long a watchdog at expiry waits for the node's lock before it
+/// decides anyway.
+pub const LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// An armed watchdog on one node.
 #[derive(Debug, Clone)]
 pub struct Watchdog {
     dir: String,
+    lock: String,
+    /// The file naming the lock's holder: our deploy's when armed.
+    holder: String,
     unit: String,
     profile: String,
     previous: u64,
@@ -51,6 +78,10 @@ pub enum Decision {
     Confirmed,
     /// The node is back on this generation.
     RolledBack(u64),
+    /// A later deploy took the node over before this one was confirmed,
+    /// or the profile no longer pointed at this deploy's generation when
+    /// the watchdog expired; nothing was rolled back.
+    Superseded,
 }
 
 fn unique_id() -> String {
@@ -89,6 +120,8 @@ impl Watchdog {
         let id = unique_id();
         let dog = Watchdog {
             dir: format!("{state}/watchdogs/{id}"),
+            lock: format!("{state}/{LOCK_FILE}"),
+            holder: format!("{state}/{HOLDER_FILE}"),
             unit: format!("nix-deploy-rollback-{id}"),
             profile: profile.to_owned(),
             previous,
@@ -112,14 +145,40 @@ impl Watchdog {
                 script = quote(&format!("sleep {secs}; {body}"))
             ),
         };
+        let unit = match dog.kind {
+            WatchdogKind::Systemd => format!("; echo {} > unit", quote(&dog.unit)),
+            WatchdogKind::Detached => String::new(),
+        };
         run(
             session,
             // Not `mkdir && start &`: that would background a subshell
             // holding the channel's stdout until the watchdog ends.
-            format!("mkdir -p {dir} || exit 1; {start}", dir = quote(&dog.dir)),
+            format!(
+                "mkdir -p {dir} && cd {dir} && echo {previous} > previous{unit} && \
+                 cat {holder} > holder || exit 1; {start}",
+                dir = quote(&dog.dir),
+                holder = quote(&dog.holder),
+            ),
         )
         .await?;
         Ok(dog)
+    }
+
+    /// Records the profile link the switch made current (call it right
+    /// after the switch): at expiry the watchdog rolls back only if the
+    /// profile still points there. Until then it takes any generation but
+    /// `previous` as its deploy's.
+    pub async fn record_switch(&self, session: &SshSession) -> Result<(), ActivationError> {
+        run(
+            session,
+            format!(
+                "l=$(readlink {profile}) && printf '%s\\n' \"$l\" > {dir}/expect.tmp && mv {dir}/expect.tmp {dir}/expect",
+                profile = quote(&self.profile),
+                dir = quote(&self.dir)
+            ),
+        )
+        .await?;
+        Ok(())
     }
 
     /// How it runs.
@@ -132,11 +191,24 @@ impl Watchdog {
         self.previous
     }
 
-    /// What the watchdog does at expiry: claim the decision, roll back.
+    /// What the watchdog does at expiry: take the node's lock (or give up
+    /// waiting for it), claim the decision, and roll back if the profile
+    /// is still on its deploy's generation.
     fn expiry_script(&self) -> String {
         format!(
-            "cd {dir} || exit 0; if mkdir decided 2>/dev/null; then {rollback} >>log 2>&1; echo 'rolled-back {prev}' > state; fi",
+            "cd {dir} || exit 0; command exec 9>>{lock} || true; \
+             if ! flock -n 9 && [ \"$(cat holder 2>/dev/null)\" != \"$(cat {holder} 2>/dev/null)\" ]; then \
+             flock -w {wait} 9 || true; fi; \
+             mkdir decided 2>/dev/null || exit 0; \
+             now=$(readlink {profile}); \
+             if [ -f expect ] && [ \"$now\" != \"$(cat expect)\" ]; then \
+             printf 'superseded\\n' > state; printf 'profile on %s, not %s: left alone\\n' \"$now\" \"$(cat expect)\" >>log; exit 0; fi; \
+             {rollback} >>log 2>&1; echo 'rolled-back {prev}' > state",
             dir = quote(&self.dir),
+            lock = quote(&self.lock),
+            holder = quote(&self.holder),
+            wait = LOCK_WAIT.as_secs(),
+            profile = quote(&self.profile),
             rollback = switch_command(&self.nix_env, &self.profile, self.previous),
             prev = self.previous,
         )
@@ -167,6 +239,7 @@ impl Watchdog {
     fn decision(&self, session: &SshSession, out: &str) -> Result<Decision, ActivationError> {
         match out.trim() {
             "confirmed" => Ok(Decision::Confirmed),
+            "superseded" => Ok(Decision::Superseded),
             s => s
                 .strip_prefix("rolled-back ")
                 .and_then(|n| n.parse().ok())
@@ -194,6 +267,9 @@ impl Watchdog {
                 node: node_name(fresh),
                 generation,
             }),
+            Decision::Superseded => Err(ActivationError::Superseded {
+                node: node_name(fresh),
+            }),
         }
     }
 
@@ -220,7 +296,7 @@ impl Watchdog {
         .await?;
         match self.decision(session, &out)? {
             Decision::RolledBack(n) => Ok(n),
-            Decision::Confirmed => Err(ActivationError::Unexpected {
+            Decision::Confirmed | Decision::Superseded => Err(ActivationError::Unexpected {
                 node: node_name(session),
                 what: "rolling back a confirmed deploy".to_owned(),
                 output: out,

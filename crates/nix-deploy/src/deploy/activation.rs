@@ -26,21 +26,26 @@ pub(super) async fn activate(
         })
     })
     .await?;
-    let result = locked(plan, opts, session, send).await;
+    let result = locked(plan, opts, session, lock.inherited(), send).await;
     lock.release().await;
     result
 }
 
-/// The switch and what follows it, under the node's lock.
+/// The switch and what follows it, under the node's lock. `inherited` is
+/// the generation that the watchdogs of dead deployers, superseded by
+/// taking the lock, would have gone back to: ours goes back there too,
+/// rather than to their unconfirmed generation.
 async fn locked(
     plan: &NodePlan,
     opts: &DeployOptions,
     session: &SshSession,
+    inherited: Option<u64>,
     send: &(dyn Fn(DeployEvent) + Send + Sync),
 ) -> Result<NodeStatus, NodeError> {
     let profile_path = &plan.profile_path;
     let gens = generations::list(session, profile_path).await?;
-    let previous = gens.iter().find(|g| g.current).map(|g| g.number);
+    let inherited = inherited.filter(|n| gens.iter().any(|g| g.number == *n));
+    let previous = inherited.or(gens.iter().find(|g| g.current).map(|g| g.number));
     let dog = match (opts.rollback, previous) {
         (Some(timeout), Some(previous)) => {
             Some(Watchdog::arm(session, profile_path, previous, timeout).await?)
@@ -49,6 +54,9 @@ async fn locked(
     };
     let after = async {
         profile::switch(session, profile_path, &plan.profile).await?;
+        if let Some(dog) = &dog {
+            dog.record_switch(session).await?;
+        }
         send(DeployEvent::Switched {
             name: plan.name.clone(),
         });
@@ -124,6 +132,7 @@ async fn confirm(
             reason: e.into(),
             generation,
         },
+        Err(e @ ActivationError::Superseded { .. }) => NodeStatus::Failed(e.into()),
         Err(e) => not_confirmed(e.into()),
     })
 }

@@ -253,7 +253,23 @@ pub fn join(name: &str, k: usize, mut input: impl Read) -> io::Result<u64> {
         }
     };
     stream.write_all(format!("stripe {k}\n").as_bytes())?;
-    let copied = io::copy(&mut input, &mut stream)?;
+    // Not `io::copy`: on Linux it splices from the stdin pipe into the
+    // socket, and a splice waiting for room in the socket holds the pipe's
+    // lock, so sshd's (non-blocking) write of the next data into that pipe
+    // blocks too, and with it every channel of the connection, including
+    // the one the lead is waiting on.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        stream.write_all(&buf[..n])?;
+        copied += n as u64;
+    }
     stream.shutdown(std::net::Shutdown::Write)?;
     Ok(copied)
 }

@@ -244,6 +244,17 @@ pub enum SshError {
         /// The I/O error.
         source: std::io::Error,
     },
+
+    /// A remote command printed more than we keep.
+    #[error("`{command}` on {node} printed more than {limit} bytes; stopped reading it")]
+    TooMuchOutput {
+        /// The node, as `user@host:port`.
+        node: String,
+        /// The command.
+        command: String,
+        /// The most bytes of stdout kept.
+        limit: usize,
+    },
 }
 
 fn secs(d: Duration) -> String {

@@ -17,6 +17,7 @@
 mod auth;
 mod config;
 mod error;
+mod inbox;
 mod known_hosts;
 mod options;
 mod process;

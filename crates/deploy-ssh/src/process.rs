@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use russh::{ChannelMsg, ChannelReadHalf};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::error::SshError;
+use crate::inbox::{inbox, Inbox, InboxWriter, INBOX_CAP};
 
-/// How much stdout is buffered between the channel and the reader.
-const STDOUT_BUFFER: usize = 256 * 1024;
+/// The most stdout [`RemoteProcess::finish`] keeps.
+pub const MAX_STDOUT: usize = 64 << 20;
 
 /// How a remote command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +105,7 @@ pub struct RemoteProcess {
 
 /// The stdin/stdout stream of a [`RemoteProcess`].
 pub struct ProcessStdio {
-    stdout: DuplexStream,
+    stdout: Inbox,
     stdin: Pin<Box<dyn AsyncWrite + Send + Sync>>,
 }
 
@@ -126,7 +127,7 @@ impl RemoteProcess {
         node: String,
         command: String,
     ) -> Self {
-        let (stdout, stdout_writer) = tokio::io::duplex(STDOUT_BUFFER);
+        let (stdout_writer, stdout) = inbox(INBOX_CAP);
         let stderr = Arc::new(Mutex::new(Collected {
             limit: stderr_limit,
             ..Collected::default()
@@ -163,8 +164,16 @@ impl RemoteProcess {
     }
 
     /// Sends EOF, reads stdout to its end and waits for the exit status;
-    /// returns the status and the stdout.
-    pub async fn finish(mut self) -> Result<(ExitStatus, Vec<u8>), SshError> {
+    /// returns the status and the stdout (at most [`MAX_STDOUT`] bytes:
+    /// more is [`SshError::TooMuchOutput`]).
+    pub async fn finish(self) -> Result<(ExitStatus, Vec<u8>), SshError> {
+        self.finish_bounded(MAX_STDOUT).await
+    }
+
+    /// [`finish`](Self::finish) keeping at most `limit` bytes of stdout;
+    /// past that it stops reading and returns [`SshError::TooMuchOutput`]
+    /// at once (the command is not waited for).
+    pub async fn finish_bounded(mut self, limit: usize) -> Result<(ExitStatus, Vec<u8>), SshError> {
         let io = |source| SshError::Io {
             node: self.monitor.node.clone(),
             command: self.monitor.command.clone(),
@@ -175,7 +184,19 @@ impl RemoteProcess {
             tracing::debug!(error = %e, "sending EOF to a finished command");
         }
         let mut stdout = Vec::new();
-        self.stdio.read_to_end(&mut stdout).await.map_err(io)?;
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+        (&mut self.stdio)
+            .take(cap)
+            .read_to_end(&mut stdout)
+            .await
+            .map_err(io)?;
+        if stdout.len() > limit {
+            return Err(SshError::TooMuchOutput {
+                node: self.monitor.node.clone(),
+                command: self.monitor.command.clone(),
+                limit,
+            });
+        }
         Ok((self.monitor.wait().await, stdout))
     }
 }
@@ -211,29 +232,24 @@ impl ProcessMonitor {
     }
 }
 
+/// Drains the channel's messages as they come, never waiting on a reader
+/// (see [`crate::inbox`]): stdout into the inbox, stderr into its bounded
+/// collection, then the exit status.
 async fn pump(
     mut read: ChannelReadHalf,
-    stdout: DuplexStream,
+    stdout: InboxWriter,
     stderr: Arc<Mutex<Collected>>,
     status_tx: watch::Sender<Option<ExitStatus>>,
 ) {
-    let mut stdout = Some(stdout);
     let mut status = None;
     while let Some(msg) = read.wait().await {
         match msg {
-            ChannelMsg::Data { data } => {
-                if let Some(w) = stdout.as_mut() {
-                    if w.write_all(&data).await.is_err() {
-                        // The reader is gone; keep draining for the status.
-                        stdout = None;
-                    }
-                }
-            }
+            ChannelMsg::Data { data } => stdout.push(&data),
             ChannelMsg::ExtendedData { data, ext: 1 } => match stderr.lock() {
                 Ok(mut c) => c.push(&data),
                 Err(poisoned) => poisoned.into_inner().push(&data),
             },
-            ChannelMsg::Eof => stdout = None,
+            ChannelMsg::Eof => stdout.end(),
             ChannelMsg::ExitStatus { exit_status } => status = Some(ExitStatus::Code(exit_status)),
             ChannelMsg::ExitSignal {
                 signal_name,

@@ -12,10 +12,9 @@
 //! is left alone and reported as an error rather than shadowed by a second
 //! one.
 
-use deploy_ssh::{SshError, SshSession};
+use deploy_ssh::SshSession;
 
-use crate::profile::node_name;
-use crate::shell::quote;
+use deploy_remote::{node_name, probe, quote, CommandError, Limits};
 
 /// The package with Nix's programs.
 pub const NIX_PACKAGE: &str = "nix-bin";
@@ -53,9 +52,9 @@ pub struct AptReport {
 /// Why Nix could not be installed with apt.
 #[derive(Debug, thiserror::Error)]
 pub enum AptInstallError {
-    /// The SSH command could not run.
+    /// A command could not run or outlived its time.
     #[error(transparent)]
-    Ssh(#[from] SshError),
+    Command(#[from] CommandError),
     /// apt needs root.
     #[error(
         "{node}: installing Nix with apt needs root (apt-get and dpkg), and {user} is not root: \
@@ -188,8 +187,7 @@ async fn probe_node(session: &SshSession, node: &str) -> Result<Probe, AptInstal
            if [ -n \"$n\" ] && [ -x \"$n\" ]; then echo nix-store=$n; break; fi; done\n\
          if [ -S /nix/var/nix/daemon-socket/socket ]; then echo socket=yes; fi\n"
     );
-    let out = session.run(&script).await?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = probe(session, &script, Limits::DEFAULT).await?.stdout;
     parse_probe(&text).ok_or_else(|| AptInstallError::Node {
         node: node.to_owned(),
         detail: format!("unexpected answer to the probe for Nix and apt: {text:?}"),
@@ -222,7 +220,7 @@ async fn apt(session: &SshSession, node: &str, command: String) -> Result<(), Ap
         "out=$({command} 2>&1) || {{ rc=$?; printf '%s\\n' \"$out\" | tail -n {TAIL_LINES} >&2; \
          exit $rc; }}"
     );
-    let out = session.run(&script).await?;
+    let out = probe(session, &script, Limits::DEFAULT).await?;
     if out.status.success() {
         return Ok(());
     }
@@ -230,15 +228,15 @@ async fn apt(session: &SshSession, node: &str, command: String) -> Result<(), Ap
         node: node.to_owned(),
         command,
         status: out.status.to_string(),
-        output: String::from_utf8_lossy(&out.stderr).trim_end().to_owned(),
+        output: out.stderr,
     })
 }
 
 /// The node's Nix version (`nix-store --version`'s last word).
 async fn nix_version(session: &SshSession, node: &str) -> Result<String, AptInstallError> {
-    let out = session.run("nix-store --version").await?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text
+    let out = probe(session, "nix-store --version", Limits::DEFAULT).await?;
+    match out
+        .stdout
         .lines()
         .next()
         .and_then(|l| l.split_whitespace().last())
@@ -248,8 +246,7 @@ async fn nix_version(session: &SshSession, node: &str) -> Result<String, AptInst
             node: node.to_owned(),
             detail: format!(
                 "`nix-store --version` does not work after installing {NIX_PACKAGE} ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.status, out.stderr
             ),
         }),
     }

@@ -237,7 +237,7 @@ fn parse_build_json(stdout: &str) -> Result<Vec<BuildResult>, String> {
 fn command_line(program: &OsString, args: &[OsString]) -> String {
     std::iter::once(program)
         .chain(args)
-        .map(|a| crate::shell::quote(&a.to_string_lossy()))
+        .map(|a| deploy_remote::quote(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -10,8 +10,8 @@ use deploy_ssh::SshSession;
 use nix_wire::signing::PublicKey;
 
 use crate::install::{install, InstallError, Installed, NixInstall};
-use crate::profile::{node_name, run, ProfileError};
 use crate::trust::{set_settings, trust_key, TrustChange, TrustError};
+use deploy_remote::{node_name, run, CommandError};
 
 /// What a node has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl PrepareReport {
 pub enum PrepareError {
     /// Inspecting the node failed.
     #[error(transparent)]
-    Inspect(#[from] ProfileError),
+    Inspect(#[from] CommandError),
     /// The node has no Nix, and no install method was given.
     #[error(
         "{node}: Nix is not installed (no nix-store on PATH) and no install method was given: \
@@ -89,7 +89,7 @@ pub enum PrepareError {
 }
 
 /// Finds out what the node has.
-pub async fn inspect(session: &SshSession) -> Result<NodeFacts, ProfileError> {
+pub async fn inspect(session: &SshSession) -> Result<NodeFacts, CommandError> {
     let out = run(
         session,
         "id -un; id -u; (nix-store --version 2>/dev/null || echo none) | head -n 1; \
@@ -102,7 +102,7 @@ pub async fn inspect(session: &SshSession) -> Result<NodeFacts, ProfileError> {
     .await?;
     let lines: Vec<&str> = out.lines().collect();
     let [user, uid, nix, socket, groups, trusted_users] = lines[..] else {
-        return Err(ProfileError::Command {
+        return Err(CommandError::Failed {
             node: node_name(session),
             command: "inspecting the node".to_owned(),
             status: "unexpected output".to_owned(),
@@ -178,7 +178,7 @@ pub async fn prepare(
 }
 
 /// Restarts the nix-daemon service if systemd runs it; whether it did.
-async fn restart_daemon(session: &SshSession) -> Result<bool, ProfileError> {
+async fn restart_daemon(session: &SshSession) -> Result<bool, CommandError> {
     let out = run(
         session,
         "if [ -d /run/systemd/system ] && systemctl is-active --quiet nix-daemon.service; then \

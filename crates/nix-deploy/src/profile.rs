@@ -4,30 +4,16 @@
 //! generations stay as GC roots). Run over the node's SSH session while the
 //! copy's temp roots still hold the closure.
 
+use deploy_remote::{node_name, quote, run, CommandError};
 use deploy_ssh::{SshError, SshSession};
 use nix_wire::StorePath;
-use tokio::io::AsyncWriteExt;
-
-use crate::shell::quote;
 
 /// Why reading or switching a profile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    /// The SSH command could not run.
+    /// A command on the node failed.
     #[error(transparent)]
-    Ssh(#[from] SshError),
-    /// The command ran and failed.
-    #[error("{node}: `{command}` failed ({status}): {stderr}")]
-    Command {
-        /// The node.
-        node: String,
-        /// What ran.
-        command: String,
-        /// How it ended.
-        status: String,
-        /// What it said.
-        stderr: String,
-    },
+    Command(#[from] CommandError),
     /// The profile points somewhere unexpected.
     #[error("{node}: profile {profile} points to {target:?}, which is not a store path")]
     NotAStorePath {
@@ -40,42 +26,10 @@ pub enum ProfileError {
     },
 }
 
-/// `user@host:port` of a session, for messages.
-pub(crate) fn node_name(session: &SshSession) -> String {
-    format!("{}@{}:{}", session.user(), session.host(), session.port())
-}
-
-/// Runs `command` on the node; its trimmed stdout, or an error carrying
-/// its status and stderr.
-pub(crate) async fn run(session: &SshSession, command: String) -> Result<String, ProfileError> {
-    let out = run_with_input(session, &command, &command, &[]).await?;
-    Ok(String::from_utf8_lossy(&out).trim().to_owned())
-}
-
-/// Runs `command` on the node with `input` on its stdin (where secrets and
-/// file contents go, never into an argv); its stdout, or an error naming
-/// `what` with the status and stderr.
-pub(crate) async fn run_with_input(
-    session: &SshSession,
-    what: &str,
-    command: &str,
-    input: &[u8],
-) -> Result<Vec<u8>, ProfileError> {
-    let mut process = session.exec(command).await?;
-    let monitor = process.monitor();
-    // A command that exits without reading makes this fail: its status and
-    // stderr say why.
-    let sent = process.write_all(input).await;
-    let (status, stdout) = process.finish().await?;
-    if sent.is_err() || !status.success() {
-        return Err(ProfileError::Command {
-            node: node_name(session),
-            command: what.to_owned(),
-            status: status.to_string(),
-            stderr: monitor.stderr_text(),
-        });
+impl From<SshError> for ProfileError {
+    fn from(e: SshError) -> Self {
+        ProfileError::Command(e.into())
     }
-    Ok(stdout)
 }
 
 /// The store path the profile at `profile` points to now, `None` if the
@@ -122,6 +76,6 @@ pub async fn switch(
             quote(&closure.to_string())
         ),
     )
-    .await
-    .map(drop)
+    .await?;
+    Ok(())
 }

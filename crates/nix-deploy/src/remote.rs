@@ -8,8 +8,10 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use deploy_ssh::{RemoteProcess, SshError, SshOptions, SshSession, Target};
+use deploy_remote::Limits;
+use deploy_ssh::{ProcessMonitor, RemoteProcess, SshError, SshOptions, SshSession, Target};
 use nix_wire::daemon::{self, StdioTransport};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,6 +32,10 @@ pub enum ConnectError {
     Compressor(#[source] std::io::Error),
 }
 
+/// Reads what the far end of a connection said on stderr so far (the
+/// remote daemon's, and the receiver's, complaints).
+pub type Said = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Something that opens new byte streams to a node's Nix daemon.
 pub trait Connector: Send + Sync {
     /// The stream type.
@@ -40,6 +46,13 @@ pub trait Connector: Send + Sync {
 
     /// Names the node in messages, e.g. `root@10.0.0.2:22`.
     fn describe(&self) -> String;
+
+    /// What the remote side of `stream` says on stderr, for errors (none
+    /// by default).
+    fn said(&self, stream: &Self::Stream) -> Option<Said> {
+        let _ = stream;
+        None
+    }
 
     /// Measures the link to the node ([`crate::link`]). By default there is
     /// nothing to measure (a local command): the link counts as fast.
@@ -151,6 +164,21 @@ impl Connector for SshConnector {
         )
     }
 
+    fn said(&self, stream: &Self::Stream) -> Option<Said> {
+        let monitors: Vec<ProcessMonitor> = match stream {
+            MaybeZstd::Left(p) => vec![p.monitor()],
+            MaybeZstd::Right(z) => z.get_ref().parts().iter().map(|p| p.monitor()).collect(),
+        };
+        Some(Arc::new(move || {
+            monitors
+                .iter()
+                .map(ProcessMonitor::stderr_text)
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }))
+    }
+
     async fn probe(&self) -> Result<LinkEstimate, ProbeError> {
         crate::link::probe(&self.session).await
     }
@@ -182,22 +210,20 @@ impl Connector for SshConnector {
         control: Arc<ZstdControl>,
         stripes: usize,
     ) -> Result<Self, String> {
-        let out = self
-            .session
-            .run(&receiver.version_command())
+        let limits = Limits::DEFAULT.with_timeout(Duration::from_secs(30));
+        let out = deploy_remote::probe(&self.session, &receiver.version_command(), limits)
             .await
             .map_err(|e| e.to_string())?;
-        if !out.status.success() || !Receiver::answers(&out.stdout) {
+        if !out.status.success() || !Receiver::answers(out.stdout.as_bytes()) {
+            let said = if out.stderr.is_empty() {
+                &out.stdout
+            } else {
+                &out.stderr
+            };
             return Err(format!(
-                "{} does not run on the node ({}): {}",
+                "{} does not run on the node ({}): {said}",
                 receiver.program(),
                 out.status,
-                String::from_utf8_lossy(if out.stderr.is_empty() {
-                    &out.stdout
-                } else {
-                    &out.stderr
-                })
-                .trim()
             ));
         }
         Ok(SshConnector {

@@ -167,7 +167,10 @@ async fn a_zstd_stream_striped_over_three_channels_imports_into_both_nix_version
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_round_trip_stripes_each_zstd_connection_over_several_channels() {
-    let fx = fixture_closure_random(100, "zstd-far", 128);
+    // 40 MiB no compressor shrinks: far more than the channels' windows
+    // hold, so the receiver's lead waits on each stripe in turn while the
+    // others are full (a stripe whose joiner stalled sshd hung here).
+    let fx = fixture_closure_random(160, "zstd-far", 256);
     let cluster = Cluster::start(
         &ClusterSpec::new()
             .node("trixie", NodeKind::Trixie)

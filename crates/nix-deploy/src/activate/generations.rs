@@ -7,8 +7,7 @@
 use deploy_ssh::SshSession;
 
 use super::ActivationError;
-use crate::profile::{node_name, run};
-use crate::shell::quote;
+use deploy_remote::{node_name, quote, run};
 
 /// One generation of a profile.
 #[derive(Debug, Clone, PartialEq, Eq)]

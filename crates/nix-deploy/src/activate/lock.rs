@@ -18,8 +18,7 @@ use deploy_ssh::{ProcessMonitor, ProcessStdio, SshSession};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::{ActivationError, PRINT_STATE_DIR};
-use crate::profile::{node_name, ProfileError};
-use crate::shell::quote;
+use deploy_remote::{node_name, quote, CommandError};
 
 /// The lock file's name in the state directory.
 pub(crate) const LOCK_FILE: &str = "lock";
@@ -84,7 +83,7 @@ pub async fn acquire(
     let mut stdio = BufReader::new(stdio);
     let node = node_name(session);
     let failed = |monitor: &ProcessMonitor, command: &str, status: String| {
-        ActivationError::from(ProfileError::Command {
+        ActivationError::from(CommandError::Failed {
             node: node.clone(),
             command: command.to_owned(),
             status,

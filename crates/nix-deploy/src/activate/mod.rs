@@ -18,7 +18,7 @@
 
 use deploy_ssh::SshError;
 
-use crate::profile::ProfileError;
+use deploy_remote::CommandError;
 
 pub mod generations;
 pub mod lock;
@@ -41,7 +41,7 @@ pub(crate) const PRINT_STATE_DIR: &str = "if [ \"$(id -u)\" = 0 ]; then echo /ni
 pub enum ActivationError {
     /// A command on the node could not run or failed (boxed: it is large).
     #[error(transparent)]
-    Command(Box<ProfileError>),
+    Command(Box<CommandError>),
     /// The asked generation does not exist.
     #[error(
         "{node}: profile {profile} has no generation {wanted}; it has {}",
@@ -107,15 +107,15 @@ pub enum ActivationError {
     },
 }
 
-impl From<ProfileError> for ActivationError {
-    fn from(e: ProfileError) -> Self {
+impl From<CommandError> for ActivationError {
+    fn from(e: CommandError) -> Self {
         ActivationError::Command(Box::new(e))
     }
 }
 
 impl From<SshError> for ActivationError {
     fn from(e: SshError) -> Self {
-        ProfileError::from(e).into()
+        CommandError::from(e).into()
     }
 }
 

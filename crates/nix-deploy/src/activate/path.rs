@@ -9,8 +9,7 @@
 use deploy_ssh::SshSession;
 
 use super::ActivationError;
-use crate::profile::run;
-use crate::shell::quote;
+use deploy_remote::{quote, run};
 
 /// The managed file.
 pub const PROFILE_D: &str = "/etc/profile.d/nix-deploy.sh";

@@ -41,8 +41,7 @@ use deploy_ssh::SshSession;
 use super::generations::switch_command;
 use super::lock::{HOLDER_FILE, LOCK_FILE};
 use super::{ActivationError, PRINT_STATE_DIR};
-use crate::profile::{node_name, run};
-use crate::shell::quote;
+use deploy_remote::{node_name, quote, run};
 
 /// How the watchdog runs on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::io::Read;
 
 use nix_wire::StorePath;
 
-use crate::shell::quote;
+use deploy_remote::quote;
 
 /// Why a package can't serve as the receiver.
 #[derive(Debug, thiserror::Error)]

@@ -58,6 +58,11 @@ impl<W> ZstdWriter<W> {
         })
     }
 
+    /// The stream it writes into.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Runs one encoder operation into the (drained) output buffer.
     fn step<T>(
         &mut self,

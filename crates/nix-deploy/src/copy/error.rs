@@ -36,6 +36,18 @@ pub enum CopyError {
         #[source]
         source: daemon::Error,
     },
+    /// An upload connection failed, and its far end said why on stderr
+    /// (the node's daemon, or the receiver in front of it).
+    #[error("{node}: {source}; on the node: {said}")]
+    Connection {
+        /// The node.
+        node: String,
+        /// Why, as the protocol saw it.
+        #[source]
+        source: daemon::Error,
+        /// What the node's side printed on stderr.
+        said: String,
+    },
     /// The node refused an unsigned path from an untrusted user.
     #[error("{}", untrusted_message(node, path, message, signed_with.as_deref()))]
     Untrusted {

@@ -15,7 +15,7 @@ use super::events::{CopyEvent, Events, ProgressReader};
 use super::schedule::{BatchLimits, Schedule};
 use super::CopyError;
 use crate::compress::ZstdControl;
-use crate::remote::Connector;
+use crate::remote::{Connector, Said};
 
 /// NAR chunks read ahead per path.
 const CHUNK: usize = 256 * 1024;
@@ -164,8 +164,9 @@ impl<C: Connector + 'static> Upload<C> {
     /// Takes batches until none are left; returns its connections so the
     /// caller can keep them (and their temp roots) open a little longer.
     async fn work(&self) -> Result<Vec<DaemonClient<C::Stream>>, CopyError> {
-        // The connection, and whether it is the route's plain one.
-        let mut client: Option<(DaemonClient<C::Stream>, bool)> = None;
+        // The connection, whether it is the route's plain one, and what its
+        // far end says on stderr.
+        let mut client: Option<(DaemonClient<C::Stream>, bool, Option<Said>)> = None;
         let mut retired = Vec::new();
         loop {
             let Some(batch) = self.next_batch().await? else {
@@ -183,7 +184,8 @@ impl<C: Connector + 'static> Upload<C> {
                         true => &self.route.plain,
                         false => &self.route.connector,
                     };
-                    &mut client.insert((self.connect(connector).await?, plain)).0
+                    let (conn, said) = self.connect(connector).await?;
+                    &mut client.insert((conn, plain, said)).0
                 }
             };
             let infos: Vec<PathInfo> = {
@@ -215,7 +217,10 @@ impl<C: Connector + 'static> Upload<C> {
                         .collect();
                     self.lock().retry(&batch, &valid_idx);
                 }
-                Err(e) => return Err(self.classify(e)),
+                Err(e) => {
+                    let said = client.as_ref().and_then(|c| c.2.clone());
+                    return Err(self.explain(self.classify(e), said).await);
+                }
             }
             self.wake.notify_waiters();
         }
@@ -254,7 +259,10 @@ impl<C: Connector + 'static> Upload<C> {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn connect(&self, connector: &C) -> Result<DaemonClient<C::Stream>, CopyError> {
+    async fn connect(
+        &self,
+        connector: &C,
+    ) -> Result<(DaemonClient<C::Stream>, Option<Said>), CopyError> {
         let stream = connector
             .connect()
             .await
@@ -262,9 +270,26 @@ impl<C: Connector + 'static> Upload<C> {
                 node: self.node.clone(),
                 source,
             })?;
-        DaemonClient::connect(stream, ClientConfig::default())
-            .await
-            .map_err(|e| self.remote(e))
+        let said = connector.said(&stream);
+        match DaemonClient::connect(stream, ClientConfig::default()).await {
+            Ok(c) => Ok((c, said)),
+            Err(e) => Err(self.explain(self.remote(e), said).await),
+        }
+    }
+
+    /// `e` with what the connection's far end said on stderr, when the
+    /// connection broke (the daemon, or the receiver, gave up: its last
+    /// words come a moment after the stream ends).
+    async fn explain(&self, e: CopyError, said: Option<Said>) -> CopyError {
+        let (node, source, said) = match (e, said) {
+            (CopyError::Remote { node, source }, Some(said)) => (node, source, said),
+            (e, _) => return e,
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        match said() {
+            s if s.is_empty() => CopyError::Remote { node, source },
+            said => CopyError::Connection { node, source, said },
+        }
     }
 
     async fn send(

@@ -11,15 +11,15 @@ use std::pin::Pin;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{IngressStack, MANIFEST_DIR};
-use crate::node_file;
-use crate::profile::{run, ProfileError};
 use crate::stage::{Action, Stage, StageContext, StageFuture};
+use deploy_remote::file as node_file;
+use deploy_remote::{run, CommandError};
 
 /// Files written at once.
 const PARALLEL_WRITES: usize = 3;
 
 /// One file's write.
-type Write<'a> = Pin<Box<dyn Future<Output = Result<bool, ProfileError>> + Send + 'a>>;
+type Write<'a> = Pin<Box<dyn Future<Output = Result<bool, CommandError>> + Send + 'a>>;
 
 /// The manifests this tool wrote last time, one file name per line.
 pub const STATE_FILE: &str = "/var/lib/nix-deploy/manifests";
@@ -64,7 +64,7 @@ impl IngressStage {
         actions
     }
 
-    async fn run_node(&self, cx: StageContext<'_>) -> Result<(), ProfileError> {
+    async fn run_node(&self, cx: StageContext<'_>) -> Result<(), CommandError> {
         if !self.servers.contains(&cx.node.name) {
             return Ok(());
         }

@@ -42,8 +42,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::apt_install::{install_nix_with_apt, AptChange, AptReport};
 use crate::closure::closure_infos;
-use crate::profile::node_name;
 use crate::trust::{set_settings, TrustChange};
+use deploy_remote::node_name;
 pub use error::InstallError;
 pub use node::{DaemonService, BUILD_GROUP, BUILD_USERS, DAEMON_UNIT, DEFAULT_PROFILE};
 pub use stream::LocalError;

@@ -6,9 +6,9 @@
 use deploy_ssh::SshSession;
 use nix_wire::StorePath;
 
+use deploy_remote::{node_name, quote, run_with, CommandError, Limits};
+
 use super::InstallError;
-use crate::profile::{node_name, run_with_input, ProfileError};
-use crate::shell::quote;
 
 /// The build users' group, as the official installer names it.
 pub const BUILD_GROUP: &str = "nixbld";
@@ -50,10 +50,11 @@ pub(super) async fn run(
     script: &str,
     stdin: Option<&[u8]>,
 ) -> Result<String, InstallError> {
-    let out = run_with_input(session, step, script, stdin.unwrap_or_default())
+    let input = stdin.unwrap_or_default();
+    let out = run_with(session, step, script, input, Limits::DEFAULT)
         .await
         .map_err(|e| match e {
-            ProfileError::Command {
+            CommandError::Failed {
                 node,
                 status,
                 stderr,
@@ -64,7 +65,7 @@ pub(super) async fn run(
                 status,
                 stderr,
             },
-            ProfileError::Ssh(e) => InstallError::Ssh(e),
+            CommandError::Ssh(e) => InstallError::Ssh(e),
             other => InstallError::Unexpected {
                 node: node_name(session),
                 step,

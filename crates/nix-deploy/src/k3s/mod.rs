@@ -21,8 +21,8 @@ use deploy_ssh::{SshError, SshOptions, SshSession, Target};
 use self::gate::{GateState, Gates};
 use self::plan::{InstallPlan, K3sNode, API_PORT, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE};
 use crate::inventory::Role;
-use crate::profile::ProfileError;
 use crate::stage::{Action, Stage, StageContext, StageFuture};
+use deploy_remote::CommandError;
 
 /// How long the stage waits, and how often it asks.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +54,7 @@ pub enum K3sError {
     Ssh(#[from] SshError),
     /// A command failed.
     #[error(transparent)]
-    Command(#[from] ProfileError),
+    Command(#[from] CommandError),
     /// The SSH user is not root.
     #[error("{node}: setting up k3s needs root on the node: deploy as root (sshUser = \"root\")")]
     NotRoot {
@@ -401,8 +401,8 @@ impl K3sStage {
         let command = format!(
             "{} get node {} -o {}",
             plan.kubectl(),
-            crate::shell::quote(&plan.node),
-            crate::shell::quote("jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")
+            deploy_remote::quote(&plan.node),
+            deploy_remote::quote("jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")
         );
         remote::wait_for(server, &command, "True", t.ready, t.poll)
             .await

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::inventory::Role;
-use crate::shell::quote;
+use deploy_remote::quote;
 
 /// The k3s server's join token (k3s writes it on first start).
 pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";

@@ -9,8 +9,11 @@ use deploy_ssh::SshSession;
 use super::plan::{InstallPlan, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE};
 use super::secret::Secret;
 use super::K3sError;
-use crate::profile::{run, ProfileError};
-use crate::shell::quote;
+use deploy_remote::{quote, run, CommandError, Limits};
+
+/// The longest one poll of [`wait_for`] may take (a `kubectl` against an
+/// API server that doesn't answer waits forever otherwise).
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a node has now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +93,7 @@ pub async fn read_token(server: &SshSession, server_name: &str) -> Result<Secret
     let token = match run(server, format!("cat {SERVER_TOKEN_PATH}")).await {
         Ok(text) => Secret::new(&text),
         // Missing or unreadable: said below, as a missing token.
-        Err(ProfileError::Command { .. }) => Secret::new(""),
+        Err(CommandError::Failed { .. }) => Secret::new(""),
         Err(e) => return Err(e.into()),
     };
     if token.is_empty() {
@@ -106,7 +109,10 @@ pub async fn read_token(server: &SshSession, server_name: &str) -> Result<Secret
 /// the file changed.
 pub async fn write_token(session: &SshSession, token: &Secret) -> Result<bool, K3sError> {
     let content = format!("{}\n", token.expose());
-    Ok(crate::node_file::write_if_changed(session, TOKEN_FILE, 0o600, content.as_bytes()).await?)
+    Ok(
+        deploy_remote::file::write_if_changed(session, TOKEN_FILE, 0o600, content.as_bytes())
+            .await?,
+    )
 }
 
 /// Whether `session`'s node opens a TCP connection to `host:port` within
@@ -116,11 +122,16 @@ pub async fn can_reach(session: &SshSession, host: &str, port: u16) -> Result<bo
     // this program is a shell's (bash's) inside the outer command.
     let probe = format!("exec 3<>/dev/tcp/{}/{port}", quote(host));
     let command = format!("timeout 5 bash -c {}", quote(&probe));
-    Ok(session.run(&command).await?.status.success())
+    let limits = Limits::DEFAULT.with_timeout(Duration::from_secs(15));
+    Ok(deploy_remote::probe(session, &command, limits)
+        .await?
+        .status
+        .success())
 }
 
 /// Runs `command` until its trimmed stdout is `want`, every `poll`, for at
-/// most `timeout`; on timeout, the last thing it said.
+/// most `timeout` (each run too, and no run longer than [`POLL_TIMEOUT`]);
+/// on timeout, the last thing it said.
 pub async fn wait_for(
     session: &SshSession,
     command: &str,
@@ -130,19 +141,12 @@ pub async fn wait_for(
 ) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        let last = match session.run(command).await {
-            Ok(out) => {
-                let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                if out.status.success() && stdout == want {
-                    return Ok(());
-                }
-                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-                if stderr.is_empty() {
-                    format!("{stdout:?} ({})", out.status)
-                } else {
-                    format!("{stderr} ({})", out.status)
-                }
-            }
+        let left = timeout.saturating_sub(start.elapsed()).min(POLL_TIMEOUT);
+        let limits = Limits::DEFAULT.with_timeout(left.max(Duration::from_secs(1)));
+        let last = match deploy_remote::probe(session, command, limits).await {
+            Ok(out) if out.status.success() && out.stdout == want => return Ok(()),
+            Ok(out) if out.stderr.is_empty() => format!("{:?} ({})", out.stdout, out.status),
+            Ok(out) => format!("{} ({})", out.stderr, out.status),
             Err(e) => e.to_string(),
         };
         if start.elapsed() + poll > timeout {

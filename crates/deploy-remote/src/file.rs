@@ -5,7 +5,7 @@
 
 use deploy_ssh::SshSession;
 
-use crate::profile::{run, run_with_input, ProfileError};
+use crate::exec::{run, run_with, CommandError, Limits};
 use crate::shell::quote;
 
 /// Writes `content` to `path` on the node with `mode`, creating its
@@ -15,7 +15,7 @@ pub async fn write_if_changed(
     path: &str,
     mode: u32,
     content: &[u8],
-) -> Result<bool, ProfileError> {
+) -> Result<bool, CommandError> {
     let file = quote(path);
     let tmp = quote(&format!("{path}.nix-deploy-tmp"));
     let command = format!(
@@ -23,16 +23,17 @@ pub async fn write_if_changed(
          if cmp -s {tmp} {file}; then rm -f {tmp}; chmod {mode:o} {file}; echo same; \
          else mv -f {tmp} {file}; echo changed; fi"
     );
-    let out = run_with_input(session, &format!("writing {path}"), &command, content).await?;
+    let what = format!("writing {path}");
+    let out = run_with(session, &what, &command, content, Limits::DEFAULT).await?;
     Ok(String::from_utf8_lossy(&out).trim() == "changed")
 }
 
 /// Removes `paths` on the node (missing ones are fine).
-pub async fn remove(session: &SshSession, paths: &[String]) -> Result<(), ProfileError> {
+pub async fn remove(session: &SshSession, paths: &[String]) -> Result<(), CommandError> {
     if paths.is_empty() {
         return Ok(());
     }
     let words: Vec<String> = paths.iter().map(|p| quote(p)).collect();
-    run(session, format!("rm -f {}", words.join(" "))).await?;
+    run(session, &format!("rm -f {}", words.join(" "))).await?;
     Ok(())
 }

@@ -87,6 +87,18 @@ impl Link {
         Ok(link)
     }
 
+    /// Takes the host end of the link down (`cut`) or up again: packets
+    /// are lost, connections stay open on both ends, as when a route
+    /// fails.
+    pub(crate) fn set_up(&self, up: bool) -> Result<()> {
+        let state = if up { "up" } else { "down" };
+        run(&mut cmd(
+            "ip",
+            ["link", "set", "dev", self.host_if.as_str(), state],
+        ))
+        .map(drop)
+    }
+
     /// Limits the link to `rate_mbit` Mbit/s in both directions with a token
     /// bucket filter (`tc qdisc replace ... root tbf`), or lifts the limit if `None`.
     pub(crate) fn shape(&self, rate_mbit: Option<u32>) -> Result<()> {

@@ -4,6 +4,7 @@ mod cpu;
 mod delay;
 mod services;
 mod store;
+mod systemd;
 
 pub(crate) use cpu::remove_with_prefix as remove_cpu_groups;
 
@@ -25,6 +26,8 @@ use crate::state::kill_netns_processes;
 pub struct Node {
     name: String,
     kind: NodeKind,
+    /// Whether systemd is its pid 1 (sshd and Nix's daemon are its units).
+    systemd: bool,
     link: Link,
     dir: PathBuf,
     client_key: PathBuf,
@@ -55,6 +58,9 @@ impl Node {
             rootfs::mount_tmpfs(&s.dir)?;
         }
         let link = Link::create(s.cluster_id, s.index, s.slot)?;
+        if spec.systemd {
+            return Node::boot(spec, s, link);
+        }
         let holder = match rootfs::start_holder(spec.kind, &spec.name, &link.netns, &s.dir) {
             Ok(h) => h,
             Err(e) => {
@@ -66,6 +72,7 @@ impl Node {
         let mut node = Node {
             name: spec.name.clone(),
             kind: spec.kind,
+            systemd: false,
             link,
             dir: s.dir,
             client_key: s.client_key.to_owned(),
@@ -92,9 +99,55 @@ impl Node {
         Ok(node)
     }
 
+    /// Makes a node that boots with systemd: its root is written (keys,
+    /// accounts, units) before it boots; its sshd is `ssh.service`.
+    fn boot(spec: &NodeSpec, s: Start<'_>, link: Link) -> Result<Node> {
+        let booted = (|| {
+            let root = systemd::mount_root(spec.kind, &spec.name, &s.dir)?;
+            systemd::configure(&root, &spec.name)?;
+            let host_public_key = rootfs::make_host_key(spec.kind, &spec.name, &root)?;
+            for user in ["root", "deploy"] {
+                let account = rootfs::user(&root, &spec.name, user)?;
+                rootfs::authorize(&root, &account, s.client_public_key)?;
+            }
+            let holder = systemd::boot(&spec.name, &link.netns, &root, &s.dir)?;
+            Ok((host_public_key, holder))
+        })();
+        let (host_public_key, holder) = match booted {
+            Ok(b) => b,
+            Err(e) => {
+                kill_netns_processes(&link.netns, &[]);
+                link.delete();
+                rootfs::unmount_below(&s.dir);
+                return Err(e);
+            }
+        };
+        let node = Node {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            systemd: true,
+            link,
+            dir: s.dir,
+            client_key: s.client_key.to_owned(),
+            host_public_key,
+            holder,
+            sshd: Mutex::new(None),
+            nix_daemon: Mutex::new(None),
+            relay: Mutex::new(None),
+            cpu: None,
+        };
+        node.start_sshd()?;
+        Ok(node)
+    }
+
     /// The node's name (also its hostname).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether systemd is the node's pid 1.
+    pub fn has_systemd(&self) -> bool {
+        self.systemd
     }
 
     /// What the node is.
@@ -212,11 +265,29 @@ impl Node {
         self.link.shape(None)
     }
 
+    /// Cuts the node's link (its host-side veth goes down): packets are
+    /// lost both ways while open connections stay open on both ends.
+    pub fn cut(&self) -> Result<()> {
+        self.link.set_up(false)
+    }
+
+    /// Brings the link [`Node::cut`] took down back up.
+    pub fn restore(&self) -> Result<()> {
+        self.link.set_up(true)
+    }
+
     /// Adds `rtt` of round-trip time to SSH connections to the node (on top
     /// of [`Node::shape`]'s limit), or removes it with `Duration::ZERO`:
     /// sshd moves behind a delaying relay on the node's address (see
     /// `node/delay.rs`). Restarts sshd, so open connections drop.
     pub fn delay(&self, rtt: std::time::Duration) -> Result<()> {
+        if self.systemd {
+            return Err(crate::error::ClusterError::Node {
+                node: self.name.clone(),
+                detail: "round-trip delays are for the chroot kinds (sshd runs as a unit here)"
+                    .to_owned(),
+            });
+        }
         self.stop_sshd();
         let relay = match rtt.is_zero() {
             true => None,
@@ -251,7 +322,12 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop_nix_daemon();
-        self.stop_sshd();
+        if self.systemd {
+            // Its pid namespace ends with its init.
+            cmd::kill(self.holder.init);
+        } else {
+            self.stop_sshd();
+        }
         let _ = self.holder.child.kill();
         let _ = self.holder.child.wait();
         kill_netns_processes(&self.link.netns, &[]);

@@ -50,6 +50,9 @@ pub struct NodeSpec {
     pub name: String,
     /// What the node is.
     pub kind: NodeKind,
+    /// Whether it boots with systemd as pid 1 (template kinds only; see
+    /// [`ClusterSpec::systemd_node`]).
+    pub systemd: bool,
 }
 
 /// The nodes of a cluster to start, in order.
@@ -76,6 +79,22 @@ impl ClusterSpec {
         self.nodes.push(NodeSpec {
             name: name.to_owned(),
             kind,
+            systemd: false,
+        });
+        self
+    }
+
+    /// Adds a node named `name` that boots with systemd as its pid 1
+    /// (`systemd-nspawn --boot` in its network namespace): sshd runs as
+    /// `ssh.service`, Nix's daemon (on [`NodeKind::Trixie`]) as
+    /// `nix-daemon.socket`. Slower to start than the chroot kinds; for what
+    /// needs a real systemd. Not for [`NodeKind::LocalNix`], and without
+    /// [`Node::delay`](crate::Node::delay).
+    pub fn systemd_node(mut self, name: &str, kind: NodeKind) -> ClusterSpec {
+        self.nodes.push(NodeSpec {
+            name: name.to_owned(),
+            kind,
+            systemd: true,
         });
         self
     }

@@ -1,5 +1,6 @@
-//! `cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror] [--mbit M]
-//! [--delay MS] [--in-memory]`: brings up N nodes for a manual demo (with `--apt-mirror`,
+//! `cluster up [N] [--kind trixie|bare|local-nix] [--systemd] [--apt-mirror] [--mbit M]
+//! [--delay MS] [--in-memory]`: brings up N nodes for a manual demo (`--systemd`:
+//! booted with systemd as pid 1; with `--apt-mirror`,
 //! their apt reaches the Debian mirror through the cluster's proxy; `--mbit`
 //! shapes their links, `--delay` adds a round trip, `--in-memory` keeps
 //! their files on tmpfs) and prints how to reach
@@ -9,7 +10,8 @@ use std::process::ExitCode;
 
 use test_cluster::{reap_stale, Cluster, ClusterSpec, NodeKind};
 
-const USAGE: &str = "usage: cluster up [N] [--kind trixie|bare|local-nix] [--apt-mirror] \
+const USAGE: &str =
+    "usage: cluster up [N] [--kind trixie|bare|local-nix] [--systemd] [--apt-mirror] \
                      [--mbit M] [--delay MS] [--in-memory] | cluster down";
 
 fn main() -> ExitCode {
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
 fn up(args: &[String]) -> Result<(), String> {
     let mut count = 2;
     let mut kind = NodeKind::Trixie;
-    let (mut apt_mirror, mut in_memory) = (false, false);
+    let (mut apt_mirror, mut in_memory, mut systemd) = (false, false, false);
     let (mut mbit, mut delay_ms) = (None, 0u64);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -47,6 +49,7 @@ fn up(args: &[String]) -> Result<(), String> {
                 }
             }
             "--apt-mirror" => apt_mirror = true,
+            "--systemd" => systemd = true,
             "--in-memory" => in_memory = true,
             "--mbit" => mbit = Some(number(it.next())?),
             "--delay" => delay_ms = number(it.next())?,
@@ -54,7 +57,12 @@ fn up(args: &[String]) -> Result<(), String> {
         }
     }
     let started = std::time::Instant::now();
-    let mut spec = ClusterSpec::uniform(kind, count);
+    let mut spec = match systemd {
+        true => (0..count).fold(ClusterSpec::new(), |s, i| {
+            s.systemd_node(&format!("node{i}"), kind)
+        }),
+        false => ClusterSpec::uniform(kind, count),
+    };
     spec.apt_mirror = apt_mirror;
     spec.in_memory = in_memory;
     let cluster = Cluster::start(&spec).map_err(|e| e.to_string())?;

@@ -89,6 +89,17 @@ impl Node {
     /// Starts the node's sshd (if not running) and waits until it answers.
     pub fn start_sshd(&self) -> Result<()> {
         let mut sshd = self.sshd();
+        if self.systemd {
+            // Once systemd is up (its socket answers; boot jobs done), its
+            // unit, whether the node booted just now or it was stopped.
+            self.run_ok(
+                "i=0; until systemctl is-system-running --wait >/dev/null 2>&1 || \
+                 [ \"$(systemctl is-system-running 2>/dev/null)\" = degraded ]; do \
+                 i=$((i + 1)); [ $i -lt 300 ] || exit 1; sleep 0.1; done; \
+                 systemctl start ssh.service",
+            )?;
+            return self.wait_sshd(sshd, &self.dir.join("nspawn.log"));
+        }
         if sshd.is_some() {
             return Ok(());
         }
@@ -122,9 +133,11 @@ impl Node {
                     None => Ok(()),
                 };
             }
-            let exited = sshd
-                .as_mut()
-                .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
+            // A unit (systemd nodes) has no child of ours to watch.
+            let exited = !self.systemd
+                && sshd
+                    .as_mut()
+                    .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
             if exited {
                 break;
             }
@@ -145,6 +158,13 @@ impl Node {
     /// node but its namespace holder and its `nix-daemon` listener), as when a
     /// VPS's sshd dies: new connections are refused and open ones drop.
     pub fn stop_sshd(&self) {
+        if self.systemd {
+            // The unit, then the sessions it leaves (KillMode=process).
+            let _ = self.run(
+                "systemctl stop ssh.socket ssh.service; pkill -KILL -x sshd-session; pkill -KILL -x sshd",
+            );
+            return;
+        }
         if let Some(c) = self.sshd().take() {
             stop(c);
         }

@@ -76,6 +76,11 @@ pub struct RolloutArgs {
     /// Seconds to wait for another deploy holding a node's lock.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     lock_timeout: u64,
+    /// Seconds one node's deploy may take in all, from connecting to
+    /// confirming; past it the node fails (and rolls back, if its watchdog
+    /// is armed).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    node_timeout: u64,
     /// Seconds the k3s stage waits for a server's API and for each node to
     /// be Ready.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
@@ -151,6 +156,7 @@ impl RolloutArgs {
                 Duration::from_secs(self.confirm_timeout.max(1) + stages)
             }),
             lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
+            node_timeout: std::time::Duration::from_secs(self.node_timeout.max(1)),
             stages: Vec::new(),
             install_nix: None,
         }

@@ -44,6 +44,10 @@ pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default time a deploy waits for another one to release a node.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The default time one node's deploy may take, from its connection to its
+/// confirmation.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// What to deploy where.
 #[derive(Debug, Clone)]
 pub struct NodePlan {
@@ -92,6 +96,10 @@ pub struct DeployOptions {
     pub rollback: Option<Duration>,
     /// How long to wait for another deploy holding a node's lock.
     pub lock_timeout: Duration,
+    /// How long one node's deploy may take in all; past it the node fails
+    /// (its connection closes, its lock goes with it, and its watchdog, if
+    /// armed, rolls it back).
+    pub node_timeout: Duration,
     /// Run after the switch, in order, before confirmation (goal `All`).
     pub stages: Vec<Arc<dyn Stage>>,
     /// How to install Nix on a node that has none, before the first
@@ -110,6 +118,7 @@ impl Default for DeployOptions {
             daemon_command: DEFAULT_DAEMON_COMMAND.to_owned(),
             rollback: Some(DEFAULT_CONFIRM_TIMEOUT),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
             stages: Vec::new(),
             install_nix: None,
         }
@@ -171,6 +180,14 @@ pub enum NodeError {
     /// Another node failed and fail-fast was asked for, or the user cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// The node's deploy took longer than [`DeployOptions::node_timeout`].
+    #[error("{node}: the deploy did not finish within {seconds} s and was stopped (its watchdog, if armed, rolls the node back); check the node, or allow more time (--node-timeout)")]
+    TimedOut {
+        /// The node.
+        node: String,
+        /// The timeout.
+        seconds: u64,
+    },
     /// The node's task panicked (a bug, in a stage or in nix-deploy): the
     /// node is in whatever state the deploy had reached; its watchdog, if
     /// armed, rolls it back.
@@ -351,9 +368,13 @@ pub async fn deploy_nodes(
             // failure, told to the stages like any other.
             let run = AssertUnwindSafe(deploy_one(&plan, &opts, events.as_ref(), &mut sent));
             let result = tokio::select! {
-                r = run.catch_unwind() => match r {
-                    Ok(r) => r,
-                    Err(p) => Err(NodeError::panicked(&plan.name, p)),
+                r = tokio::time::timeout(opts.node_timeout, run.catch_unwind()) => match r {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(p)) => Err(NodeError::panicked(&plan.name, p)),
+                    Err(_) => Err(NodeError::TimedOut {
+                        node: plan.name.clone(),
+                        seconds: opts.node_timeout.as_secs(),
+                    }),
                 },
                 () = cancel.cancelled() => Err(NodeError::Cancelled),
             };

@@ -273,6 +273,82 @@ async fn a_panicking_stage_fails_its_node_and_the_watchdog_rolls_it_back() {
     assert_eq!(profile_target(node), roots[0]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_past_its_deadline_fails_and_its_watchdog_rolls_it_back() {
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = cluster.node("n").unwrap();
+    let roots = roots("activation-deadline", 2);
+    let mut opts = options(cluster.ssh_config());
+    assert!(deploy("n", &roots[0], &opts).await.status.is_success());
+    // A stage that would hang: the node's deadline stops the deploy.
+    opts.stages = vec![Arc::new(TestStage::Sleep(Duration::from_secs(3600)))];
+    opts.rollback = Some(Duration::from_secs(2));
+    opts.node_timeout = Duration::from_secs(6);
+    let started = Instant::now();
+    let o = deploy("n", &roots[1], &opts).await;
+    assert!(
+        matches!(&o.status, NodeStatus::Failed(NodeError::TimedOut { node, seconds: 6 }) if node == "n"),
+        "{o:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    wait_for_watchdogs(node);
+    assert_eq!(profile_target(node), roots[0]);
+    assert_eq!(nix_env_generations(node), vec![(1, true), (2, false)]);
+}
+
+/// The transient timers of watchdogs the node's systemd still has.
+fn rollback_timers(node: &Node) -> Vec<String> {
+    node.run_ok("systemctl list-units --all --plain --no-legend 'nix-deploy-rollback-*'")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_real_systemd_a_killed_deployers_timer_rolls_back_and_a_later_deploy_supersedes_it() {
+    let cluster = Cluster::start(&ClusterSpec::new().systemd_node("n", NodeKind::Trixie)).unwrap();
+    let node = cluster.node("n").unwrap();
+    let roots = roots("activation-systemd-real", 3);
+    let mut opts = options(cluster.ssh_config());
+    opts.lock_timeout = Duration::from_secs(5);
+    opts.rollback = Some(Duration::from_secs(8));
+    assert!(deploy("n", &roots[0], &opts).await.status.is_success());
+    assert_eq!(
+        rollback_timers(node),
+        Vec::<String>::new(),
+        "confirmed: stopped"
+    );
+
+    // A deployer dies after its switch: systemd's timer rolls it back.
+    kill_after_switch(&cluster, node, &roots[1]);
+    let timers = rollback_timers(node);
+    assert!(!timers.is_empty(), "a transient timer is armed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while profile_target(node) != roots[0] {
+        assert!(Instant::now() < deadline, "the timer did not roll back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(nix_env_generations(node), vec![(1, true), (2, false)]);
+
+    // Another dies after its switch; a later deploy supersedes its timer
+    // (stopped at once) and is never undone.
+    kill_after_switch(&cluster, node, &roots[2]);
+    let b = deploy("n", &roots[1], &opts).await;
+    assert!(b.status.is_success(), "{b:?}");
+    assert_eq!(
+        rollback_timers(node),
+        Vec::<String>::new(),
+        "superseded: stopped"
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(profile_target(node), roots[1]);
+    let states = node
+        .run_ok("cat /nix/var/nix-deploy/watchdogs/*/state | sort")
+        .unwrap();
+    assert!(states.contains("superseded"), "{states}");
+}
+
 /// Not a test on its own: the deployer that `kill_after_switch` runs in a
 /// child process and kills. Does nothing unless the variable is set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

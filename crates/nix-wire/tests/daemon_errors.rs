@@ -78,7 +78,7 @@ async fn absurd_lengths_and_counts_fail_before_allocating() {
     let e = c.query_valid_paths([&missing()], false).await.unwrap_err();
     assert!(
         e.to_string().contains(
-            "daemon sent a store path of 1152921504606846976 bytes, limit 4096 (protocol desync?)"
+            "daemon sent a store path of 1152921504606846976 bytes, limit 1024 (protocol desync?)"
         ),
         "{e}"
     );
@@ -221,6 +221,25 @@ async fn structured_errors_carry_traces_and_double_errors_poison() {
         c.is_valid_path(&missing()).await,
         Err(Error::Poisoned)
     ));
+}
+
+#[tokio::test]
+async fn a_daemon_silent_in_the_middle_of_an_operation_times_out() {
+    let config = nix_wire::daemon::ClientConfig {
+        idle_timeout: Some(std::time::Duration::from_millis(500)),
+        ..Default::default()
+    };
+    let stream = common::fake_daemon_then_silence(Script::handshake_2_8());
+    let mut c = DaemonClient::connect(stream, config).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = c.is_valid_path(&missing()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("neither sent nor took a byte for 500ms"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(c.is_poisoned());
 }
 
 #[tokio::test]

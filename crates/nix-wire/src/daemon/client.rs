@@ -12,6 +12,7 @@ use crate::wire::{self, WireError};
 
 use super::error::{Error, WireContext};
 use super::handshake::{handshake, ClientConfig, Negotiated, ProtocolVersion, Trust};
+use super::idle::Idle;
 use super::ops::op;
 use super::options::ClientOptions;
 use super::stderr::{read_stderr, DaemonEvent, StderrEnd};
@@ -25,7 +26,7 @@ const FATAL_PROBE: Duration = Duration::from_millis(50);
 /// (I/O, protocol violation, cancellation, fatal daemon error) makes every
 /// later call fail with [`Error::Poisoned`].
 pub struct DaemonClient<S: AsyncRead + AsyncWrite + Unpin + Send> {
-    pub(crate) stream: BufStream<S>,
+    pub(crate) stream: BufStream<Idle<S>>,
     pub(crate) neg: Negotiated,
     pub(crate) events: Option<UnboundedSender<DaemonEvent>>,
     pub(crate) poisoned: bool,
@@ -36,7 +37,7 @@ pub struct DaemonClient<S: AsyncRead + AsyncWrite + Unpin + Send> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
     /// Performs the handshake on `stream` and returns the ready client.
     pub async fn connect(stream: S, config: ClientConfig) -> Result<Self, Error> {
-        let mut stream = BufStream::new(stream);
+        let mut stream = BufStream::new(Idle::new(stream, config.idle_timeout));
         let neg = handshake(&mut stream, &config).await?;
         Ok(Self {
             stream,

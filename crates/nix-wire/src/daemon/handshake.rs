@@ -77,15 +77,21 @@ pub struct ClientConfig {
     pub features: Vec<String>,
     /// Where daemon log messages and activities go, if anywhere.
     pub events: Option<tokio::sync::mpsc::UnboundedSender<DaemonEvent>>,
+    /// Inside an operation, how long the daemon may neither send nor take
+    /// a byte before the operation fails with a timeout (`None`: wait for
+    /// ever).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ClientConfig {
-    /// Advertises 1.38 with an empty feature list and no event sink.
+    /// Advertises 1.38 with an empty feature list and no event sink; 10
+    /// minutes of silence inside an operation fail it.
     fn default() -> Self {
         Self {
             max_version: ProtocolVersion::LATEST,
             features: Vec::new(),
             events: None,
+            idle_timeout: Some(super::idle::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }

@@ -23,6 +23,7 @@
 pub mod client;
 pub mod error;
 pub mod handshake;
+mod idle;
 pub mod ops;
 pub mod options;
 pub mod path_info;
@@ -33,6 +34,7 @@ pub mod upload;
 pub use client::DaemonClient;
 pub use error::{strip_ansi, DaemonError, Error};
 pub use handshake::{ClientConfig, ProtocolVersion, Trust};
+pub use idle::DEFAULT_IDLE_TIMEOUT;
 pub use ops::{BuildMode, Missing, PIPELINE_GROUP};
 pub use options::ClientOptions;
 pub use path_info::{topo_sort, PathInfo};

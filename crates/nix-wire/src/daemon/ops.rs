@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::hash::Sha256Hash;
 use crate::store_path::StorePath;
-use crate::wire::{self, WireError, MAX_LIST};
+use crate::wire::{self, WireError, MAX_PATHS};
 
 use super::client::DaemonClient;
 use super::error::{Error, WireContext};
@@ -147,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
                     .during(OP)?;
             }
             self.finish_request(OP).await?;
-            let valid = wire::read_store_paths(&mut self.stream, MAX_LIST)
+            let valid = wire::read_store_paths(&mut self.stream, MAX_PATHS)
                 .await
                 .during(OP)?;
             Ok(valid.into_iter().collect())
@@ -323,17 +323,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
             self.finish_request(OP).await?;
             let s = &mut self.stream;
             Ok(Missing {
-                will_build: wire::read_store_paths(s, MAX_LIST)
+                will_build: wire::read_store_paths(s, MAX_PATHS)
                     .await
                     .during(OP)?
                     .into_iter()
                     .collect(),
-                will_substitute: wire::read_store_paths(s, MAX_LIST)
+                will_substitute: wire::read_store_paths(s, MAX_PATHS)
                     .await
                     .during(OP)?
                     .into_iter()
                     .collect(),
-                unknown: wire::read_store_paths(s, MAX_LIST)
+                unknown: wire::read_store_paths(s, MAX_PATHS)
                     .await
                     .during(OP)?
                     .into_iter()

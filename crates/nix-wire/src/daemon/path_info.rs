@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::hash::Sha256Hash;
 use crate::store_path::StorePath;
-use crate::wire::{self, WireError, MAX_LIST, MAX_PATH_LEN, MAX_SHORT_STRING};
+use crate::wire::{self, WireError, MAX_PATHS, MAX_PATH_LEN, MAX_SHORT_STRING};
 
 /// Most signatures we accept on one path.
 const MAX_SIGS: u64 = 1024;
@@ -45,7 +45,7 @@ impl PathInfo {
         let hash_text = wire::read_string(r, MAX_SHORT_STRING, "narHash").await?;
         let nar_hash = Sha256Hash::parse(&hash_text)
             .map_err(|e| WireError::Malformed(format!("bad narHash: {e}")))?;
-        let references = wire::read_store_paths(r, MAX_LIST)
+        let references = wire::read_store_paths(r, MAX_PATHS)
             .await?
             .into_iter()
             .collect();

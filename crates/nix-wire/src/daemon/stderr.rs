@@ -26,10 +26,12 @@ pub const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
 /// An activity reports a result.
 pub const STDERR_RESULT: u64 = 0x5253_4c54;
 
-/// Most fields we accept in one activity message.
-const MAX_FIELDS: u64 = 1024;
-/// Most traces we accept in one error.
-const MAX_TRACES: u64 = 4096;
+/// Most fields we accept in one activity message (Nix sends a few), of at
+/// most 64 KiB each: 4 MiB at most per message.
+const MAX_FIELDS: u64 = 64;
+/// Most traces we accept in one error, of at most 64 KiB each: 4 MiB at
+/// most per error, with its message (1 MiB).
+const MAX_TRACES: u64 = 64;
 
 /// A field of an activity or result message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +181,7 @@ async fn read_fields<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Vec<Fie
         match wire::read_u64(r).await? {
             0 => out.push(Field::Int(wire::read_u64(r).await?)),
             1 => out.push(Field::String(
-                wire::read_string_lossy(r, MAX_TEXT, "activity field").await?,
+                wire::read_string_lossy(r, MAX_SHORT_STRING, "activity field").await?,
             )),
             t => return Err(FieldError::Tag(t)),
         }
@@ -215,7 +217,7 @@ async fn read_error<R: AsyncRead + Unpin + ?Sized>(
     let mut raw_traces = Vec::new();
     for _ in 0..n {
         skip_pos(r).await?;
-        raw_traces.push(wire::read_string_lossy(r, MAX_TEXT, "error trace").await?);
+        raw_traces.push(wire::read_string_lossy(r, MAX_SHORT_STRING, "error trace").await?);
     }
     Ok(DaemonError {
         raw_message,

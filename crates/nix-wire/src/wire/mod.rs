@@ -25,8 +25,14 @@ pub const MAX_SHORT_STRING: u64 = 65536;
 /// Limit for log lines and error messages.
 pub const MAX_TEXT: u64 = 1 << 20;
 
-/// Limit for the number of elements of a list or set.
-pub const MAX_LIST: u64 = 1 << 24;
+/// Longest store path a daemon may send: a store directory (`/nix/store`
+/// is 10 bytes; room is left for longer ones), a 32-character hash, `-`
+/// and a name of at most 211 characters.
+pub const MAX_STORE_PATH_LEN: u64 = 1024;
+
+/// Most store paths in one list a daemon may send (a million: far beyond
+/// any closure), so one list takes at most 1 GiB however it is forged.
+pub const MAX_PATHS: u64 = 1 << 20;
 
 /// Why bytes from the peer could not be read or written as protocol data.
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +242,7 @@ where
 
 /// Reads a store path (a full `/nix/store/…` string).
 pub async fn read_store_path<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<StorePath> {
-    let s = read_string(r, MAX_PATH_LEN, "store path").await?;
+    let s = read_string(r, MAX_STORE_PATH_LEN, "store path").await?;
     Ok(StorePath::parse(&s)?)
 }
 
@@ -244,7 +250,7 @@ pub async fn read_store_path<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result
 pub async fn read_opt_store_path<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<Option<StorePath>> {
-    let s = read_string(r, MAX_PATH_LEN, "store path").await?;
+    let s = read_string(r, MAX_STORE_PATH_LEN, "store path").await?;
     if s.is_empty() {
         return Ok(None);
     }

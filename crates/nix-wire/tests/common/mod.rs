@@ -186,6 +186,22 @@ pub fn fake_daemon(script: Script) -> tokio::io::DuplexStream {
     client
 }
 
+/// A fake daemon that sends `script`, then stays connected and silent.
+pub fn fake_daemon_then_silence(script: Script) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (mut rd, mut wr) = tokio::io::split(server);
+    tokio::spawn(async move {
+        let _ = wr.write_all(&script.0).await;
+        std::future::pending::<()>().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(1..) = rd.read(&mut buf).await {}
+    });
+    client
+}
+
 /// A client connected to a fake daemon answering with `script`.
 pub async fn fake_client(
     script: Script,

@@ -179,7 +179,7 @@ esac
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_systemd_the_daemon_unit_is_installed_and_started_once() {
+async fn under_systemd_the_daemon_unit_is_installed_and_started_once_over_leftovers() {
     let package = nix_package().await;
     let how = NixInstall::Closure {
         package: package.clone(),
@@ -193,6 +193,13 @@ async fn under_systemd_the_daemon_unit_is_installed_and_started_once() {
          mkdir -p /nix/.nix-deploy-unpack/left-over && chmod -R a-w /nix/.nix-deploy-unpack"
     ))
     .unwrap();
+    // An interrupted install left the Nix package's path, corrupt, and no
+    // database: it is replaced, not registered as it is.
+    let leftover = package.to_absolute();
+    node.run_ok(&format!(
+        "mkdir -p {leftover}/bin && echo corrupt > {leftover}/bin/nix-store && chmod -R a-w {leftover}"
+    ))
+    .unwrap();
 
     let s = session(&cluster, "bare").await;
     let first = prepare(&s, None, Some(&how), &Default::default())
@@ -200,6 +207,12 @@ async fn under_systemd_the_daemon_unit_is_installed_and_started_once() {
         .unwrap();
     let report = closure_report(first.installed.expect("installed"));
     assert_eq!(report.service, DaemonService::Installed);
+    assert_eq!(
+        report.sent_paths,
+        local_closure(&package).len(),
+        "the leftover too"
+    );
+    node.verify_store().unwrap();
     assert!(first.facts.daemon_socket, "the daemon listens");
     assert_eq!(
         node.run_ok("cat /etc/systemd/system/nix-daemon.service")
@@ -211,17 +224,7 @@ async fn under_systemd_the_daemon_unit_is_installed_and_started_once() {
         "daemon-reload\nenable --quiet nix-daemon.service\nrestart nix-daemon.service\n"
     );
     assert!(node.run_ok("test ! -e /nix/.nix-deploy-unpack").is_ok());
-    // The daemon serves the store: a query through it sees the closure.
-    let through_daemon = node
-        .run_ok(&format!(
-            "NIX_REMOTE=daemon nix-store -qR {}",
-            package.to_absolute()
-        ))
-        .unwrap();
-    assert_eq!(
-        through_daemon.lines().count(),
-        local_closure(&package).len()
-    );
+    assert_the_daemon_serves(node, &package);
 
     // Again: nothing to do, the running daemon is left alone.
     let rerun = closure_report(install(&s, &how, None).await.unwrap());
@@ -232,6 +235,54 @@ async fn under_systemd_the_daemon_unit_is_installed_and_started_once() {
         log.ends_with("is-active --quiet nix-daemon.service\n"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_real_systemd_the_daemon_unit_runs_and_serves_the_store() {
+    let package = nix_package().await;
+    let how = NixInstall::Closure {
+        package: package.clone(),
+    };
+    let cluster = Cluster::start(&ClusterSpec::new().systemd_node("bare", NodeKind::Bare)).unwrap();
+    let node = cluster.node("bare").unwrap();
+    let s = session(&cluster, "bare").await;
+    let first = prepare(&s, None, Some(&how), &Default::default())
+        .await
+        .unwrap();
+    let report = closure_report(first.installed.expect("installed"));
+    assert_eq!(report.service, DaemonService::Installed);
+    assert!(first.facts.daemon_socket, "the daemon listens");
+    assert_eq!(
+        node.run_ok(
+            "systemctl is-enabled nix-daemon.service; systemctl is-active nix-daemon.service"
+        )
+        .unwrap(),
+        "enabled\nactive\n"
+    );
+    assert_the_daemon_serves(node, &package);
+    node.verify_store().unwrap();
+    // Again: the running unit is left alone.
+    let pid = node
+        .run_ok("systemctl show -p MainPID --value nix-daemon.service")
+        .unwrap();
+    let rerun = closure_report(install(&s, &how, None).await.unwrap());
+    assert_eq!(rerun.service, DaemonService::Running);
+    assert_eq!(
+        node.run_ok("systemctl show -p MainPID --value nix-daemon.service")
+            .unwrap(),
+        pid
+    );
+}
+
+/// A query through the node's daemon sees `package`'s whole closure.
+fn assert_the_daemon_serves(node: &test_cluster::Node, package: &StorePath) {
+    let through_daemon = node
+        .run_ok(&format!(
+            "NIX_REMOTE=daemon nix-store -qR {}",
+            package.to_absolute()
+        ))
+        .unwrap();
+    assert_eq!(through_daemon.lines().count(), local_closure(package).len());
 }
 
 /// The closure method's report.

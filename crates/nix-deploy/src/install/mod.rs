@@ -216,6 +216,9 @@ where
     }
     events.send(InstallEvent::Step(InstallStep::Setup));
     let build_users_created = node::setup(session).await?;
+    if !probe.unverified.is_empty() {
+        node::remove_unverified(session, &probe.unverified).await?;
+    }
 
     let missing: Vec<PathInfo> = infos
         .values()

@@ -24,6 +24,9 @@ const BIN_LINKS: &str = "/usr/local/bin";
 /// Our nix-daemon unit.
 const UNIT_PATH: &str = "/etc/systemd/system/nix-daemon.service";
 
+/// Where the daemon's socket lives.
+const SOCKET_DIR: &str = "/nix/var/nix/daemon-socket";
+
 /// The unit that runs the installed daemon (it makes its own socket).
 pub const DAEMON_UNIT: &str = "\
 [Unit]
@@ -81,11 +84,18 @@ pub(super) struct Probe {
     pub root: bool,
     /// Whether systemd runs the node.
     pub systemd: bool,
-    /// The closure's paths already in `/nix/store`.
+    /// The closure's paths already in `/nix/store` and valid in the
+    /// node's Nix database (as a Nix already there says).
     pub present: Vec<String>,
+    /// The closure's paths in `/nix/store` that no Nix database vouches
+    /// for (left by an interrupted install, or a removed database): their
+    /// content is unknown, so they are replaced, never registered as they
+    /// are.
+    pub unverified: Vec<String>,
 }
 
-/// Asks for uid, systemd and which of `paths` exist in the store.
+/// Asks for uid, systemd and which of `paths` exist in the store, and
+/// whether a Nix on the node holds them valid.
 pub(super) async fn probe(
     session: &SshSession,
     paths: &[&StorePath],
@@ -93,8 +103,12 @@ pub(super) async fn probe(
     let names = words(paths.iter().map(|p| p.base_name()));
     let script = format!(
         "id -u; if [ -d /run/systemd/system ]; then echo systemd; else echo none; fi; \
+         n=; for c in \"$(command -v nix-store 2>/dev/null)\" /nix/var/nix/profiles/default/bin/nix-store; do \
+         if [ -n \"$c\" ] && [ -x \"$c\" ] && [ -e /nix/var/nix/db/db.sqlite ]; then n=$c; break; fi; done; \
          if cd /nix/store 2>/dev/null; then for p in {names}; do \
-         if [ -e \"$p\" ] || [ -L \"$p\" ]; then echo \"$p\"; fi; done; fi"
+         if [ -e \"$p\" ] || [ -L \"$p\" ]; then \
+         if [ -n \"$n\" ] && \"$n\" --check-validity \"/nix/store/$p\" >/dev/null 2>&1; \
+         then echo \"valid $p\"; else echo \"unverified $p\"; fi; fi; done; fi"
     );
     let out = run(session, "inspecting the node", &script, None).await?;
     let mut lines = out.lines();
@@ -105,11 +119,41 @@ pub(super) async fn probe(
             output: out.clone(),
         });
     };
+    let (mut present, mut unverified) = (Vec::new(), Vec::new());
+    for line in lines {
+        match line.split_once(' ') {
+            Some(("valid", p)) => present.push(p.to_owned()),
+            Some(("unverified", p)) => unverified.push(p.to_owned()),
+            _ => {
+                return Err(InstallError::Unexpected {
+                    node: node_name(session),
+                    step: "inspecting the node",
+                    output: out.clone(),
+                })
+            }
+        }
+    }
     Ok(Probe {
         root: uid.trim() == "0",
         systemd: systemd == "systemd",
-        present: lines.map(str::to_owned).collect(),
+        present,
+        unverified,
     })
+}
+
+/// Removes `names` from `/nix/store` (paths no database vouches for, about
+/// to be replaced).
+pub(super) async fn remove_unverified(
+    session: &SshSession,
+    names: &[String],
+) -> Result<(), InstallError> {
+    let script = format!(
+        "set -e; cd /nix/store; for p in {}; do chmod -R u+w \"$p\" 2>/dev/null || true; rm -rf \"$p\"; done",
+        words(names.iter().map(String::as_str))
+    );
+    run(session, "removing unverified store paths", &script, None)
+        .await
+        .map(drop)
 }
 
 /// The build group and users and Nix's directories; the number of users
@@ -274,13 +318,21 @@ pub(super) async fn daemon_service(
     session: &SshSession,
     restart: bool,
 ) -> Result<DaemonService, InstallError> {
+    // `restart` returns once the daemon is forked, before it listens: wait
+    // for its socket (the unit's condition wants the socket's directory).
     let script = format!(
-        "set -e; u={UNIT_PATH}; t=$u.nix-deploy-tmp; cat > $t; \
+        "set -e; mkdir -p {SOCKET_DIR}; \
+         start() {{ systemctl restart nix-daemon.service; i=0; \
+         while [ ! -S {SOCKET_DIR}/socket ]; do i=$((i+1)); \
+         if [ $i -gt 100 ]; then systemctl status --no-pager nix-daemon.service >&2 || true; \
+         echo 'nix-daemon.service did not open its socket within 10 s' >&2; exit 1; fi; \
+         sleep 0.1; done; }}; \
+         u={UNIT_PATH}; t=$u.nix-deploy-tmp; cat > $t; \
          if cmp -s $t $u; then rm -f $t; else chmod 644 $t; mv -f $t $u; \
          systemctl daemon-reload; systemctl enable --quiet nix-daemon.service; \
-         systemctl restart nix-daemon.service; echo installed; exit 0; fi; \
+         start; echo installed; exit 0; fi; \
          if [ {restart} = 1 ] || ! systemctl is-active --quiet nix-daemon.service; then \
-         systemctl restart nix-daemon.service; echo started; else echo running; fi",
+         start; echo started; else echo running; fi",
         restart = u8::from(restart)
     );
     let out = run(

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix_deploy::ingress::stage::IngressStage;
-use nix_deploy::ingress::{self, IngressError, IngressWarning, KubeVersion, Manifest};
+use deploy_cluster::ingress::stage::IngressStage;
+use deploy_cluster::ingress::{self, IngressError, IngressWarning, KubeVersion, Manifest};
+use deploy_cluster::k3s::plan::K3sNode;
+use deploy_cluster::k3s::{K3sStage, K3sTimeouts};
 use nix_deploy::inventory::validate::{self, ManifestSource};
 use nix_deploy::inventory::Role;
-use nix_deploy::k3s::plan::K3sNode;
-use nix_deploy::k3s::{K3sStage, K3sTimeouts};
 use nix_deploy::stage::Stage;
 
 use crate::inventory_args::Resolved;

@@ -1,6 +1,7 @@
 //! `deploy`: the command-line front of the deployer. It parses arguments,
 //! runs library calls and renders their results; the work itself lives in
-//! the libraries (`nix-deploy`, `nix-wire`, `deploy-ssh`).
+//! the libraries (`nix-deploy`, `deploy-cluster`, whose k3s and ingress
+//! stages it registers, `nix-wire`, `deploy-ssh`). No library depends on it.
 //!
 //! Exit codes: 0 success, 1 failure (the message says what failed and what
 //! to do), 2 usage error; a deploy of several nodes also uses 3 (some nodes

@@ -40,7 +40,7 @@ fn target(plan: &NodePlan) -> String {
 }
 
 /// Warnings about the cluster stages (on stderr, or as JSON lines).
-pub fn warnings(warnings: &[nix_deploy::ingress::IngressWarning], as_json: bool) {
+pub fn warnings(warnings: &[deploy_cluster::ingress::IngressWarning], as_json: bool) {
     for w in warnings {
         if as_json {
             println!("{}", json!({"event": "warning", "message": w.to_string()}));

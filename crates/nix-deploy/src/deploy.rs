@@ -16,7 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deploy_ssh::{SshError, SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
+use deploy_ssh::{SshOptions, SshSession, DEFAULT_DAEMON_COMMAND};
 use futures_util::FutureExt;
 use nix_wire::daemon::{self, ClientConfig, DaemonClient, LocalTransport};
 use nix_wire::StorePath;
@@ -24,18 +24,20 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::activate::ActivationError;
 use crate::closure::{closure_infos, ClosureError};
-use crate::copy::{CopyError, CopyEvent, CopyOptions, NodeStore};
+use crate::copy::{CopyError, CopyOptions, NodeStore};
 use crate::diff::NodeDiff;
-use crate::profile::{self, ProfileError};
+use crate::profile;
 use crate::remote::SshConnector;
-use crate::stage::{Stage, StageError};
+use crate::stage::Stage;
 
 mod activation;
 mod nix_on_node;
+mod outcome;
 
+pub use crate::node_plan::NodePlan;
 pub use nix_on_node::{NixInstallFuture, NixSource};
+pub use outcome::{DeployEvent, NodeError, NodeOutcome, NodeStatus};
 
 /// The default time a node waits for the deploy's confirmation before it
 /// rolls back by itself.
@@ -47,19 +49,6 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default time one node's deploy may take, from its connection to its
 /// confirmation.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// What to deploy where.
-#[derive(Debug, Clone)]
-pub struct NodePlan {
-    /// The node's name in the inventory.
-    pub name: String,
-    /// How to reach it.
-    pub target: Target,
-    /// Where its profile lives on the node.
-    pub profile_path: String,
-    /// The built profile (in the local store).
-    pub profile: StorePath,
-}
 
 /// How far a deploy goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -123,199 +112,6 @@ impl Default for DeployOptions {
             install_nix: None,
         }
     }
-}
-
-/// Why one node failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// Connecting over SSH failed.
-    #[error(transparent)]
-    Ssh(#[from] SshError),
-    /// The local store failed.
-    #[error("local store: {0}")]
-    Local(#[from] daemon::Error),
-    /// Copying failed.
-    #[error(transparent)]
-    Copy(#[from] CopyError),
-    /// Reading or switching the profile failed.
-    #[error(transparent)]
-    Profile(#[from] ProfileError),
-    /// Reading the node's current closure failed.
-    #[error("{node}: reading the current profile's closure: {source}")]
-    Closure {
-        /// The node.
-        node: String,
-        /// Why.
-        #[source]
-        source: ClosureError,
-    },
-    /// Nix could not be installed on the node.
-    #[error(transparent)]
-    Prepare(#[from] crate::prepare::PrepareError),
-    /// The inventory's Nix for the node could not be had.
-    #[error("{node}: has no Nix, and getting the Nix to install failed: {source}")]
-    NixSource {
-        /// The node.
-        node: String,
-        /// Why.
-        #[source]
-        source: StageError,
-    },
-    /// An activation step (lock, generations, watchdog, PATH) failed.
-    #[error(transparent)]
-    Activation(#[from] ActivationError),
-    /// A stage after the switch failed.
-    #[error("stage {stage}: {source}")]
-    Stage {
-        /// The stage's name.
-        stage: String,
-        /// Why.
-        #[source]
-        source: StageError,
-    },
-    /// The confirmation could not be sent; the node's watchdog rolls it
-    /// back at its timeout.
-    #[error("not confirmed ({0}); the node goes back to its previous generation when its watchdog expires")]
-    NotConfirmed(Box<NodeError>),
-    /// Another node failed and fail-fast was asked for, or the user cancelled.
-    #[error("cancelled")]
-    Cancelled,
-    /// The node's deploy took longer than [`DeployOptions::node_timeout`].
-    #[error("{node}: the deploy did not finish within {seconds} s and was stopped (its watchdog, if armed, rolls the node back); check the node, or allow more time (--node-timeout)")]
-    TimedOut {
-        /// The node.
-        node: String,
-        /// The timeout.
-        seconds: u64,
-    },
-    /// The node's task panicked (a bug, in a stage or in nix-deploy): the
-    /// node is in whatever state the deploy had reached; its watchdog, if
-    /// armed, rolls it back.
-    #[error("{node}: the deploy crashed: {message} (a bug; please report it)")]
-    Panicked {
-        /// The node.
-        node: String,
-        /// The panic's message.
-        message: String,
-    },
-}
-
-impl NodeError {
-    /// The error for `node`'s deploy that panicked with `payload`.
-    fn panicked(node: &str, payload: Box<dyn std::any::Any + Send>) -> NodeError {
-        let message = match (
-            payload.downcast_ref::<&str>(),
-            payload.downcast_ref::<String>(),
-        ) {
-            (Some(s), _) => (*s).to_owned(),
-            (_, Some(s)) => s.clone(),
-            _ => "a panic without a message".to_owned(),
-        };
-        NodeError::Panicked {
-            node: node.to_owned(),
-            message,
-        }
-    }
-
-    /// The error for `node`'s task ending in `e` (a panic, or an abort).
-    fn from_join(node: &str, e: tokio::task::JoinError) -> NodeError {
-        match e.try_into_panic() {
-            Ok(payload) => NodeError::panicked(node, payload),
-            Err(e) => NodeError::Panicked {
-                node: node.to_owned(),
-                message: e.to_string(),
-            },
-        }
-    }
-}
-
-/// How a node's deploy ended.
-#[derive(Debug)]
-pub enum NodeStatus {
-    /// Everything up to the goal was done.
-    Done,
-    /// It failed.
-    Failed(NodeError),
-    /// It was switched, then something failed (a stage, the confirmation)
-    /// and the node is back, or goes back by itself, on its previous
-    /// generation. Not a success.
-    RolledBack {
-        /// What failed.
-        reason: NodeError,
-        /// The generation the node is back on.
-        generation: u64,
-    },
-}
-
-impl NodeStatus {
-    /// Whether the node got everything up to the goal.
-    pub fn is_success(&self) -> bool {
-        matches!(self, NodeStatus::Done)
-    }
-}
-
-/// One node's result.
-#[derive(Debug)]
-pub struct NodeOutcome {
-    /// The node's name.
-    pub name: String,
-    /// How it ended.
-    pub status: NodeStatus,
-    /// Store paths sent.
-    pub sent_paths: usize,
-    /// NAR bytes sent.
-    pub sent_bytes: u64,
-    /// Wall-clock time.
-    pub elapsed: Duration,
-}
-
-/// Progress of a deploy.
-#[derive(Debug, Clone)]
-pub enum DeployEvent {
-    /// Work on a node began.
-    NodeStarted {
-        /// The node.
-        name: String,
-    },
-    /// Copy progress of a node.
-    Copy {
-        /// The node.
-        name: String,
-        /// What happened.
-        event: CopyEvent,
-    },
-    /// The node's profile now points to the new closure.
-    Switched {
-        /// The node.
-        name: String,
-    },
-    /// Another deploy holds the node's lock; waiting for it.
-    WaitingForLock {
-        /// The node.
-        name: String,
-        /// Who holds it (as the holder described itself).
-        holder: String,
-    },
-    /// A stage says what it is doing or waiting for.
-    Stage {
-        /// The node.
-        name: String,
-        /// The stage's name.
-        stage: String,
-        /// What it says.
-        message: String,
-    },
-    /// The node has no Nix: installing it before the first transfer.
-    InstallingNix {
-        /// The node.
-        name: String,
-    },
-    /// The deploy was confirmed over a fresh connection: the node keeps
-    /// the new generation.
-    Confirmed {
-        /// The node.
-        name: String,
-    },
 }
 
 async fn local_store() -> Result<DaemonClient<LocalTransport>, daemon::Error> {

@@ -19,11 +19,15 @@
 //! - [`profile`]: reading and switching a node's profile;
 //! - [`activate`]: generations, rollback, the safe-rollback watchdog, the
 //!   node lock, PATH for login shells;
-//! - [`stage`]: steps run after the switch, before confirmation;
-//! - [`ingress`]: Traefik, cert-manager and the Let's Encrypt issuers as
-//!   k3s auto-deploy manifests, rendered from the cluster settings;
+//! - [`stage`]: steps run after the switch, before confirmation (the
+//!   trait the cluster stages of `deploy-cluster` implement);
+//! - [`node_plan`]: what to deploy where;
 //! - [`diff`]: the preview of what a deploy would change on a node;
 //! - [`deploy`]: the entry point: deploy or preview many nodes in parallel.
+//!
+//! Below it: `nix-wire`, `deploy-ssh`, `deploy-remote`, `deploy-receive`.
+//! It must not depend on the cluster stages (`deploy-cluster`) or the CLI:
+//! an embedder deploys profiles with this crate alone.
 
 pub mod activate;
 pub mod apt_install;
@@ -32,13 +36,12 @@ pub mod compress;
 pub mod copy;
 pub mod deploy;
 pub mod diff;
-pub mod ingress;
 pub mod install;
 pub mod inventory;
-pub mod k3s;
 pub mod keys;
 pub mod link;
 pub mod nix_cli;
+pub mod node_plan;
 pub mod prepare;
 pub mod profile;
 pub mod remote;

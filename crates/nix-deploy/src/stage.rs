@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use deploy_ssh::SshSession;
 
-use crate::deploy::NodePlan;
+use crate::node_plan::NodePlan;
 
 /// Why a stage failed, in the stage's own words.
 pub type StageError = Box<dyn std::error::Error + Send + Sync>;

@@ -11,11 +11,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::wire::{self, WireError};
 
 use super::error::{Error, WireContext};
-use super::handshake::{handshake, ClientConfig, Negotiated, ProtocolVersion, Trust};
+use super::handshake::{handshake, ClientConfig, Negotiated, Trust};
 use super::idle::Idle;
-use super::ops::op;
+use super::opcode as op;
 use super::options::ClientOptions;
 use super::stderr::{read_stderr, DaemonEvent, StderrEnd};
+use super::version::ProtocolVersion;
 
 /// How long to wait after a daemon error for the second copy that marks a
 /// fatal (pre-startWork) error, after which the daemon hangs up (§3.3).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::store_path::StorePath;
 use crate::wire::WireError;
 
-use super::handshake::ProtocolVersion;
+use super::version::ProtocolVersion;
 
 /// An error reported by the daemon with STDERR_ERROR.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Client of the Nix daemon worker protocol (reference §2–§6): the
-//! handshake ([`handshake`]), the STDERR message loop ([`stderr`]), path
+//! Client of the Nix daemon worker protocol (reference §2–§6): protocol
+//! versions ([`version`]), the handshake ([`handshake`]), the STDERR message loop ([`stderr`]), path
 //! metadata ([`path_info`]), the operations of [`DaemonClient`]
 //! ([`client`], [`ops`], [`upload`]), settings ([`options`]) and local transports
 //! ([`transport`]). The library never prints: daemon log output goes to an
@@ -24,19 +24,22 @@ pub mod client;
 pub mod error;
 pub mod handshake;
 mod idle;
+mod opcode;
 pub mod ops;
 pub mod options;
 pub mod path_info;
 pub mod stderr;
 pub mod transport;
 pub mod upload;
+pub mod version;
 
 pub use client::DaemonClient;
 pub use error::{strip_ansi, DaemonError, Error};
-pub use handshake::{ClientConfig, ProtocolVersion, Trust};
+pub use handshake::{ClientConfig, Trust};
 pub use idle::DEFAULT_IDLE_TIMEOUT;
 pub use ops::{BuildMode, Missing, PIPELINE_GROUP};
 pub use options::ClientOptions;
 pub use path_info::{topo_sort, PathInfo};
 pub use stderr::{DaemonEvent, Field};
 pub use transport::{connect_local, connect_socket, spawn_stdio, LocalTransport, StdioTransport};
+pub use version::ProtocolVersion;

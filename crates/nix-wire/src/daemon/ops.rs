@@ -12,23 +12,8 @@ use crate::wire::{self, WireError, MAX_PATHS};
 
 use super::client::DaemonClient;
 use super::error::{Error, WireContext};
+use super::opcode as op;
 use super::path_info::PathInfo;
-
-/// Operation codes (reference §4.1).
-pub(crate) mod op {
-    pub const IS_VALID_PATH: u64 = 1;
-    pub const BUILD_PATHS: u64 = 9;
-    pub const ENSURE_PATH: u64 = 10;
-    pub const ADD_TEMP_ROOT: u64 = 11;
-    pub const ADD_INDIRECT_ROOT: u64 = 12;
-    pub const SET_OPTIONS: u64 = 19;
-    pub const QUERY_PATH_INFO: u64 = 26;
-    pub const QUERY_VALID_PATHS: u64 = 31;
-    pub const NAR_FROM_PATH: u64 = 38;
-    pub const ADD_TO_STORE_NAR: u64 = 39;
-    pub const QUERY_MISSING: u64 = 40;
-    pub const ADD_MULTIPLE_TO_STORE: u64 = 44;
-}
 
 /// Build mode of BuildPaths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::wire::{self, WireError, MAX_SHORT_STRING, MAX_TEXT};
 
 use super::error::{DaemonError, Error, WireContext};
-use super::handshake::ProtocolVersion;
+use super::version::ProtocolVersion;
 
 /// A log line follows.
 pub const STDERR_NEXT: u64 = 0x6f6c_6d67;

@@ -11,7 +11,7 @@ use crate::wire::{self, FramedSink, WireError};
 
 use super::client::DaemonClient;
 use super::error::{Error, WireContext};
-use super::ops::op;
+use super::opcode as op;
 use super::path_info::PathInfo;
 use super::stderr::{read_stderr, StderrEnd};
 

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nix_deploy::ingress::{self, IngressStack, KubeVersion, Manifest};
+use deploy_cluster::ingress::{self, IngressStack, KubeVersion, Manifest};
 use nix_deploy::inventory::{ClusterK3s, ClusterSettings, IngressSettings};
 
 /// The k3s of the pinned nixpkgs (shared/reference/k3s-ingress.md, section 6).

@@ -11,9 +11,9 @@ use std::pin::Pin;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{IngressStack, MANIFEST_DIR};
-use crate::stage::{Action, Stage, StageContext, StageFuture};
 use deploy_remote::file as node_file;
 use deploy_remote::{run, CommandError};
+use nix_deploy::stage::{Action, Stage, StageContext, StageFuture};
 
 /// Files written at once.
 const PARALLEL_WRITES: usize = 3;

@@ -35,7 +35,7 @@ pub enum IngressError {
         value: String,
     },
     /// The Traefik chart is newer than the value layouts this tool knows.
-    #[error("cluster.ingress.traefikChart = {value:?} is newer than the charts whose values nix-deploy knows (25 to 39; chart 40 moved the entry-point settings under `ports.<name>.http`): use a 39.x chart, or teach nix_deploy::ingress::traefik the new layout")]
+    #[error("cluster.ingress.traefikChart = {value:?} is newer than the charts whose values nix-deploy knows (25 to 39; chart 40 moved the entry-point settings under `ports.<name>.http`): use a 39.x chart, or teach deploy_cluster::ingress::traefik the new layout")]
     TraefikChartTooNew {
         /// The value given.
         value: String,

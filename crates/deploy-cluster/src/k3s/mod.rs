@@ -9,6 +9,7 @@
 //! stdout and stdin only. A rerun with nothing changed runs neither the
 //! script nor a restart; a changed binary or flag restarts that node only.
 
+mod error;
 mod gate;
 pub mod plan;
 mod remote;
@@ -16,13 +17,14 @@ pub mod secret;
 
 use std::time::Duration;
 
-use deploy_ssh::{SshError, SshOptions, SshSession, Target};
+use deploy_ssh::{SshOptions, SshSession, Target};
 
 use self::gate::{GateState, Gates};
 use self::plan::{InstallPlan, K3sNode, API_PORT, SERVER_TOKEN_PATH, STATE_FILE, TOKEN_FILE};
-use crate::inventory::Role;
-use crate::stage::{Action, Stage, StageContext, StageFuture};
-use deploy_remote::CommandError;
+use nix_deploy::inventory::Role;
+use nix_deploy::stage::{Action, Stage, StageContext, StageFuture};
+
+pub use error::K3sError;
 
 /// How long the stage waits, and how often it asks.
 #[derive(Debug, Clone, Copy)]
@@ -44,109 +46,6 @@ impl Default for K3sTimeouts {
             poll: Duration::from_secs(2),
         }
     }
-}
-
-/// Why the k3s stage failed on a node.
-#[derive(Debug, thiserror::Error)]
-pub enum K3sError {
-    /// SSH failed.
-    #[error(transparent)]
-    Ssh(#[from] SshError),
-    /// A command failed.
-    #[error(transparent)]
-    Command(#[from] CommandError),
-    /// The SSH user is not root.
-    #[error("{node}: setting up k3s needs root on the node: deploy as root (sshUser = \"root\")")]
-    NotRoot {
-        /// The node.
-        node: String,
-    },
-    /// The profile has no k3s.
-    #[error(
-        "{node}: {path} is missing: add pkgs.k3s to the node's host profile (hosts/{node}.nix)"
-    )]
-    NoK3s {
-        /// The node.
-        node: String,
-        /// Where k3s was looked for.
-        path: String,
-    },
-    /// The profile has no install script.
-    #[error("{node}: {path} is missing: add (pkgs.callPackage ../nix/k3s-install.nix {{ }}) to hosts/{node}.nix")]
-    NoInstallScript {
-        /// The node.
-        node: String,
-        /// Where it was looked for.
-        path: String,
-    },
-    /// The server has no token.
-    #[error(
-        "server {server} has no join token at {path}: is k3s running there? (systemctl status k3s)"
-    )]
-    NoToken {
-        /// The server.
-        server: String,
-        /// Where it was looked for.
-        path: &'static str,
-    },
-    /// The API did not answer in time.
-    #[error("{node}: the k3s API did not answer within {} s (waited for `k3s kubectl get --raw=/readyz` to say ok); last answer: {last}; see `journalctl -u k3s` on {node}", waited.as_secs())]
-    ApiTimeout {
-        /// The server.
-        node: String,
-        /// How long it waited.
-        waited: Duration,
-        /// The last answer.
-        last: String,
-    },
-    /// A node did not become Ready in time.
-    #[error("{node}: not Ready within {} s (asked server {server}: `kubectl get node {node}`); last status: {last}; see `journalctl -u {service}` on {node}", waited.as_secs())]
-    NotReady {
-        /// The node.
-        node: String,
-        /// Its unit.
-        service: &'static str,
-        /// The server asked.
-        server: String,
-        /// How long it waited.
-        waited: Duration,
-        /// The last status.
-        last: String,
-    },
-    /// A joining node's server failed in this deploy.
-    #[error("{node}: not joined: its server {server} failed in this deploy ({reason})")]
-    ServerFailed {
-        /// The joining node.
-        node: String,
-        /// The server.
-        server: String,
-        /// Why the server failed.
-        reason: String,
-    },
-    /// A joining node's server did not get its API up in time.
-    #[error("{node}: not joined: server {server}'s k3s API was not up within {} s", waited.as_secs())]
-    ServerTimeout {
-        /// The joining node.
-        node: String,
-        /// The server.
-        server: String,
-        /// How long it waited.
-        waited: Duration,
-    },
-    /// A joining node can't reach its server's API port.
-    #[error("{node} can't reach the k3s server at {url} (no TCP connection within 5 s): open port {API_PORT}/tcp from {node} to the server (firewall, ufw) and check the server's address")]
-    Unreachable {
-        /// The joining node.
-        node: String,
-        /// The server URL.
-        url: String,
-    },
-    /// The inventory has no server for this node to join.
-    #[error("{node}: no k3s server in the inventory to join")]
-    NoServer {
-        /// The node.
-        node: String,
-    },
 }
 
 /// The k3s cluster a deploy sets up.
@@ -444,77 +343,4 @@ impl Stage for K3sStage {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(name: &str, role: Role) -> (K3sNode, Target) {
-        let k3s = K3sNode {
-            name: name.into(),
-            role,
-            addresses: vec![format!("{name}.example.org")],
-            profile_path: "/p".into(),
-            extra_flags: Vec::new(),
-        };
-        (k3s, Target::new(format!("{name}.example.org")))
-    }
-
-    fn install_line(stage: &K3sStage, name: &str) -> String {
-        stage
-            .describe(name)
-            .iter()
-            .map(ToString::to_string)
-            .find(|a| a.contains("install.sh"))
-            .and_then(|a| a.lines().next().map(str::to_owned))
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn an_ha_cluster_starts_etcd_on_the_first_server_and_joins_the_others_to_it() {
-        let nodes = vec![
-            node("s2", Role::Server),
-            node("s1", Role::Server),
-            node("a", Role::Agent),
-        ];
-        let all = ["s1", "s2", "a"].map(String::from);
-        let stage = K3sStage::new(
-            nodes,
-            true,
-            &all,
-            SshOptions::default(),
-            K3sTimeouts::default(),
-        );
-        let s1 = install_line(&stage, "s1");
-        assert!(
-            s1.contains(" server --node-name s1 ") && s1.ends_with(" --cluster-init"),
-            "{s1}"
-        );
-        assert!(!s1.contains("K3S_URL"), "{s1}");
-        let s2 = install_line(&stage, "s2");
-        assert!(
-            s2.contains(" K3S_URL=https://s1.example.org:6443 K3S_TOKEN_FILE="),
-            "{s2}"
-        );
-        assert!(
-            s2.contains(" server --node-name s2 ") && !s2.contains("--cluster-init"),
-            "{s2}"
-        );
-        let a = install_line(&stage, "a");
-        assert!(
-            a.contains(" K3S_URL=https://s1.example.org:6443 ")
-                && a.contains(" agent --node-name a"),
-            "{a}"
-        );
-    }
-
-    #[test]
-    fn nodes_outside_the_inventory_get_nothing() {
-        let stage = K3sStage::new(
-            vec![node("s1", Role::Server)],
-            false,
-            &[],
-            SshOptions::default(),
-            K3sTimeouts::default(),
-        );
-        assert!(stage.describe("other").is_empty());
-    }
-}
+mod tests;

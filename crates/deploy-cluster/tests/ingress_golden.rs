@@ -2,15 +2,15 @@
 //! the original note's chart versions and the inventory's defaults, plus
 //! the typed errors and the YAML quoting of user values.
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p nix-deploy --release --test ingress_golden`
+//! `UPDATE_GOLDEN=1 cargo test -p deploy-cluster --release --test ingress_golden`
 //! rewrites the golden files from the current output; review the diff.
 
 mod ingress_support;
 
 use std::path::Path;
 
+use deploy_cluster::ingress::{self, IngressError, IngressWarning, KubeVersion, Manifest};
 use ingress_support::{cluster, documents, pairs, render, K3S_VERSION};
-use nix_deploy::ingress::{self, IngressError, IngressWarning, KubeVersion, Manifest};
 use proptest::prelude::*;
 
 /// Compares `actual` with the golden file `path`, or writes it.

@@ -4,8 +4,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::inventory::Role;
 use deploy_remote::quote;
+use nix_deploy::inventory::Role;
 
 /// The k3s server's join token (k3s writes it on first start).
 pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";

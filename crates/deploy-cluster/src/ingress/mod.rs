@@ -16,7 +16,7 @@
 //! - [`versions`]: version parsing and cert-manager's Kubernetes support;
 //! - workload manifests: name checks (see [`render`]).
 
-use crate::inventory::ClusterSettings;
+use nix_deploy::inventory::ClusterSettings;
 
 pub mod cert_manager;
 mod error;

@@ -4,7 +4,8 @@
 //! role, the units it writes, servers before agents, the join token kept
 //! out of every argv and log, reruns that change nothing, a changed flag
 //! that restarts one node, and the errors for a server that never gets
-//! ready and an agent that can't reach its server.
+//! ready and an agent that can't reach its server; and on nodes booted with
+//! real systemd, the units enabled and run as `Type=notify` services.
 
 mod common;
 
@@ -399,4 +400,65 @@ fn an_agent_that_cannot_reach_its_server_says_so() {
         "{all}"
     );
     assert!(changes(worker).is_empty(), "the agent was installed anyway");
+}
+
+/// `systemctl show -p PROPERTY --value UNIT` on `node`, trimmed.
+fn unit_property(node: &Node, unit: &str, property: &str) -> String {
+    node.run_ok(&format!("systemctl show -p {property} --value {unit}"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn under_real_systemd_the_k3s_units_run_as_notify_services_and_a_rerun_leaves_them_alone() {
+    // Both nodes booted with systemd: the install script's units are
+    // enabled and started by the real systemctl (the profile's stand-in
+    // records, then hands over), and the stand-in k3s tells systemd it is
+    // ready, as Type=notify wants.
+    let cluster = Cluster::start(
+        &ClusterSpec::new()
+            .systemd_node("main", NodeKind::Trixie)
+            .systemd_node("worker", NodeKind::Trixie),
+    )
+    .unwrap();
+    let nixpkgs = fixture_nixpkgs();
+    let args = ["--k3s-timeout", "60", "all"];
+    ok(&deploy(&cluster, &repo_flake(), &nixpkgs, &args));
+    let units = [
+        (cluster.node("main").unwrap(), "k3s.service"),
+        (cluster.node("worker").unwrap(), "k3s-agent.service"),
+    ];
+    let mut invocations = Vec::new();
+    for (node, unit) in units {
+        let state = node
+            .run_ok(&format!(
+                "systemctl is-enabled {unit}; systemctl is-active {unit}"
+            ))
+            .unwrap();
+        assert_eq!(state, "enabled\nactive\n", "{unit} on {}", node.name());
+        assert_eq!(unit_property(node, unit, "Type"), "notify");
+        assert_ne!(unit_property(node, unit, "MainPID"), "0");
+        invocations.push(unit_property(node, unit, "InvocationID"));
+    }
+    // The server listens and wrote its token; the agent got it.
+    let main = cluster.node("main").unwrap();
+    let up = main
+        .run_ok(
+            "test -s /var/lib/rancher/k3s/server/token && \
+             perl -MIO::Socket::INET -e 'IO::Socket::INET->new(q(127.0.0.1:6443)) or exit 1' && echo up",
+        )
+        .unwrap();
+    assert_eq!(up, "up\n");
+
+    // Again, nothing changed: neither unit is restarted.
+    ok(&deploy(&cluster, &repo_flake(), &nixpkgs, &args));
+    for ((node, unit), before) in units.iter().zip(&invocations) {
+        assert_eq!(
+            &unit_property(node, unit, "InvocationID"),
+            before,
+            "{unit} on {} was restarted by a rerun that changed nothing",
+            node.name()
+        );
+    }
 }

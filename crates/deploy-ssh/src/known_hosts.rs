@@ -9,7 +9,7 @@
 //! recorded key is unknown.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use data_encoding::BASE64;
 use hmac::{Hmac, KeyInit, Mac};
@@ -46,7 +46,7 @@ pub(crate) enum Verdict {
 }
 
 /// One usable known_hosts line.
-struct Entry {
+pub(crate) struct Entry {
     file: PathBuf,
     line: usize,
     marker: Marker,
@@ -73,50 +73,58 @@ fn entries_for(files: &[PathBuf], name: &str) -> Result<Vec<Entry>, SshError> {
                 })
             }
         };
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
-            let trimmed = raw.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
+        out.extend(entries_in(&text, file, name));
+    }
+    Ok(out)
+}
+
+/// The entries of known_hosts text `text` (read from `file`) whose host
+/// field matches `name`; malformed lines are skipped.
+pub(crate) fn entries_in(text: &str, file: &Path, name: &str) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut fields = trimmed.split_whitespace();
+        let mut first = fields.next().unwrap_or_default();
+        let marker = match first {
+            "@revoked" => Marker::Revoked,
+            "@cert-authority" => {
+                tracing::debug!(file = %file.display(), line, "known_hosts: @cert-authority line ignored (host certificates are not supported)");
                 continue;
             }
-            let mut fields = trimmed.split_whitespace();
-            let mut first = fields.next().unwrap_or_default();
-            let marker = match first {
-                "@revoked" => Marker::Revoked,
-                "@cert-authority" => {
-                    tracing::debug!(file = %file.display(), line, "known_hosts: @cert-authority line ignored (host certificates are not supported)");
-                    continue;
-                }
-                m if m.starts_with('@') => {
-                    tracing::debug!(file = %file.display(), line, marker = m, "known_hosts: unknown marker, line ignored");
-                    continue;
-                }
-                _ => Marker::None,
-            };
-            if marker != Marker::None {
-                first = fields.next().unwrap_or_default();
-            }
-            let (Some(algo), Some(b64)) = (fields.next(), fields.next()) else {
-                tracing::debug!(file = %file.display(), line, "known_hosts: malformed line ignored");
-                continue;
-            };
-            if !hosts_match(first, name) {
+            m if m.starts_with('@') => {
+                tracing::debug!(file = %file.display(), line, marker = m, "known_hosts: unknown marker, line ignored");
                 continue;
             }
-            match PublicKey::from_openssh(&format!("{algo} {b64}")) {
-                Ok(key) => out.push(Entry {
-                    file: file.clone(),
-                    line,
-                    marker,
-                    key,
-                }),
-                Err(e) => {
-                    tracing::debug!(file = %file.display(), line, error = %e, "known_hosts: unreadable key ignored")
-                }
+            _ => Marker::None,
+        };
+        if marker != Marker::None {
+            first = fields.next().unwrap_or_default();
+        }
+        let (Some(algo), Some(b64)) = (fields.next(), fields.next()) else {
+            tracing::debug!(file = %file.display(), line, "known_hosts: malformed line ignored");
+            continue;
+        };
+        if !hosts_match(first, name) {
+            continue;
+        }
+        match PublicKey::from_openssh(&format!("{algo} {b64}")) {
+            Ok(key) => out.push(Entry {
+                file: file.to_path_buf(),
+                line,
+                marker,
+                key,
+            }),
+            Err(e) => {
+                tracing::debug!(file = %file.display(), line, error = %e, "known_hosts: unreadable key ignored")
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Whether a host field (hashed, or a comma list of patterns) names `name`.

@@ -12,6 +12,8 @@
 
 pub mod base32;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod nar;
 pub mod signing;

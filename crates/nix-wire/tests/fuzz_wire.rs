@@ -1,4 +1,4 @@
-//! Fuzzing with proptest (cargo-fuzz needs nightly): random bytes as daemon
+//! Fuzzing with proptest (the coverage-guided fuzzers are in `fuzz/`): random bytes as daemon
 //! responses never panic, and never make the client allocate absurdly (a
 //! counting global allocator tracks the largest single allocation).
 
@@ -6,16 +6,14 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Cursor;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
 use common::Script;
 use nix_wire::daemon::{ClientConfig, DaemonClient, ProtocolVersion};
+use nix_wire::fuzzing::Canned;
 use nix_wire::wire::{self, FramedSource};
 use nix_wire::StorePath;
 use proptest::prelude::*;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Records the largest allocation request.
 struct Counting;
@@ -42,35 +40,6 @@ static GLOBAL: Counting = Counting;
 /// No single allocation may exceed this (the largest legitimate buffers
 /// are 1 MiB strings/frames).
 const ALLOC_CEILING: usize = 4 << 20;
-
-/// A daemon whose answers are fixed bytes; what the client writes is dropped.
-struct Canned(Cursor<Vec<u8>>);
-
-impl AsyncRead for Canned {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Canned {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -142,7 +111,7 @@ async fn exercise(bytes: Vec<u8>, minor: u8) {
         max_version: ProtocolVersion::new(1, minor),
         ..Default::default()
     };
-    let Ok(mut c) = DaemonClient::connect(Canned(Cursor::new(bytes)), config).await else {
+    let Ok(mut c) = DaemonClient::connect(Canned::new(bytes), config).await else {
         return;
     };
     let p = StorePath::parse("/nix/store/g7lkiv5g5vdwr6vb5vpsmi573bs288bk-hello1").unwrap();

@@ -19,6 +19,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The inputs of a coverage-guided fuzzer's committed corpus
+/// (`fuzz/corpus/TARGET`, grown by `scripts/fuzz`), with their paths.
+pub fn fuzz_corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = repo_root().join("fuzz/corpus").join(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fuzz)", dir.display()));
+    let inputs: Vec<_> = entries
+        .map(|e| e.expect("a corpus entry").path())
+        .map(|p| {
+            let data = std::fs::read(&p).expect("a corpus file");
+            (p, data)
+        })
+        .collect();
+    assert!(!inputs.is_empty(), "{} is empty", dir.display());
+    inputs
+}
+
 /// Whether we run under CI, where a missing peer is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1")

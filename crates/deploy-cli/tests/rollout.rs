@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
+use test_cluster::{Cluster, ClusterSpec, NodeKind};
 use test_support::flake::{
     copy_fixture_nixpkgs, copy_flake, edit, fixture_nixpkgs, flake_ref, nix_args,
 };
@@ -14,7 +14,10 @@ use test_support::run;
 
 mod common;
 
-use common::{deploy, deploy_options_first, deploy_sub, json, repo_flake, MAIN, PROFILE, WORKER};
+use common::{
+    deploy, deploy_options_first, deploy_sub, json, profile_target, repo_flake, MAIN, PROFILE,
+    WORKER,
+};
 
 /// Two nodes standing in for the inventory's two: the control plane on
 /// Debian 13's Nix 2.26, the worker on Nix 2.8.
@@ -42,15 +45,6 @@ fn names(list: &Value) -> BTreeSet<String> {
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn profile_target(node: &Node) -> String {
-    node.run_ok(&format!(
-        "if [ -e {PROFILE} ]; then readlink -f {PROFILE}; fi"
-    ))
-    .unwrap()
-    .trim()
-    .to_owned()
 }
 
 /// The NAR bytes of `new`'s closure members that `old`'s closure lacks.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use test_cluster::Cluster;
+use test_cluster::{Cluster, Node};
 use test_support::flake::nix_args;
 use test_support::repo_root;
 
@@ -33,10 +33,24 @@ pub fn deploy_sub(
     nixpkgs: &Path,
     args: &[&str],
 ) -> Output {
+    deploy_command(cluster, sub, flake, nixpkgs, args)
+        .output()
+        .unwrap()
+}
+
+/// The command [`deploy_sub`] runs, to start it some other way.
+pub fn deploy_command(
+    cluster: &Cluster,
+    sub: &[&str],
+    flake: &str,
+    nixpkgs: &Path,
+    args: &[&str],
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
     c.args(sub);
     common_args(&mut c, cluster, flake, nixpkgs);
-    c.args(args).output().unwrap()
+    c.args(args);
+    c
 }
 
 /// [`deploy_sub`] with the flags of [`deploy`] before the subcommand, as
@@ -84,4 +98,14 @@ pub fn json(out: &Output) -> Value {
         )
     });
     serde_json::from_str(last).unwrap()
+}
+
+/// Where the node's deploy profile points, or "" without one.
+pub fn profile_target(node: &Node) -> String {
+    node.run_ok(&format!(
+        "if [ -e {PROFILE} ]; then readlink -f {PROFILE}; fi"
+    ))
+    .unwrap()
+    .trim()
+    .to_owned()
 }

@@ -9,58 +9,18 @@
       lib = nixpkgs.lib;
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
-      inventory = import ./nix/inventory.nix;
+      nixDeployLib = import ./nix/lib.nix;
 
-      # Every hosts/<host>.nix but common.nix is a host profile, exposed as
-      # packages.<system>.<host>.
-      hostNames = map (f: lib.removeSuffix ".nix" f)
-        (builtins.filter (f: lib.hasSuffix ".nix" f && f != "common.nix")
-          (builtins.attrNames (builtins.readDir ./hosts)));
-      hostProfiles = pkgs:
-        let common = import ./hosts/common.nix { inherit pkgs; };
-        in lib.genAttrs hostNames (host: import (./hosts + "/${host}.nix") { inherit pkgs common; });
-    in
-    {
-      packages = forAllSystems (pkgs: hostProfiles pkgs // rec {
-        # Static where nixpkgs can (pkgsStatic), so nodes get one binary.
-        nix-deploy-receive = (pkgs.pkgsStatic or pkgs).callPackage ./nix/receiver.nix { };
-        deploy = pkgs.callPackage ./nix/deploy.nix { receiver = nix-deploy-receive; };
-        default = deploy;
-      });
-
-      apps = forAllSystems (pkgs: rec {
-        deploy = {
-          type = "app";
-          program = "${self.packages.${pkgs.stdenv.hostPlatform.system}.deploy}/bin/deploy";
-          meta.description = "Deploy the cluster: build the host profiles, copy them to the nodes, switch, configure k3s";
-        };
-        default = deploy;
-      });
-
-      # `nix flake check` builds every host profile and the deploy package.
-      checks = forAllSystems (pkgs: builtins.removeAttrs self.packages.${pkgs.stdenv.hostPlatform.system} [ "default" ]);
-
-      devShells = forAllSystems (pkgs: {
-        default = pkgs.mkShell {
-          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.deploy ];
-          packages = [ pkgs.cargo pkgs.rustc pkgs.clippy pkgs.rustfmt pkgs.nixpkgs-fmt ];
-        };
-      });
-
-      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
-
-      # The inventory: system-independent plain data, read as
-      # `nix eval --json .#deploy.nodes` and `.#deploy.cluster` (plain `.#deploy`
-      # would find packages.<system>.deploy first).
+      # This repository's own cluster, made as a user's flake makes theirs
+      # (templates/default): packages.<system>.<host> from hosts/*.nix,
+      # packages.<system>.deploy, apps, checks and the `deploy` inventory.
       # Adding a worker = a hosts/<name>.nix file plus an entry in `nodes`.
-      deploy = inventory.mkDeploy {
-        packages = self.packages;
-        # The Nix `deploy prepare` installs on nodes without it (nix.install = "closure").
-        nixPackage = system: nixpkgs.legacyPackages.${system}.nix;
+      cluster = nixDeployLib.mkFlake {
+        inherit nixpkgs systems;
+        hosts = ./hosts;
         cluster = {
           name = "k8s";
           acmeEmail = "admin@example.com";
-          k3s.version = nixpkgs.legacyPackages.x86_64-linux.k3s.version;
         };
         nodes = {
           # The addresses are documentation placeholders (RFC 5737): set your nodes' own.
@@ -74,5 +34,34 @@
           };
         };
       };
+    in
+    {
+      # Named one by one (not `cluster // ...`), so that `lib`, `overlays`
+      # and `templates` evaluate without nixpkgs.
+      inherit (cluster) packages apps checks deploy;
+
+      # For other flakes: `lib.mkFlake` (a cluster repository's outputs),
+      # `lib.mkDeploy` (the inventory alone), `lib.hostProfiles`,
+      # `lib.packagesFor`. System-independent.
+      lib = nixDeployLib;
+
+      # `deploy`, `nix-deploy-receive` and `k3s-install-script` added to a
+      # package set.
+      overlays.default = final: prev: nixDeployLib.packagesFor final;
+
+      # `nix flake init -t <this flake>`: a cluster repository to start from.
+      templates.default = {
+        path = ./templates/default;
+        description = "A k3s cluster deployed with nix-deploy: hosts/, inventory, CI/CD workflows";
+      };
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.deploy ];
+          packages = [ pkgs.cargo pkgs.rustc pkgs.clippy pkgs.rustfmt pkgs.nixpkgs-fmt ];
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
     };
 }

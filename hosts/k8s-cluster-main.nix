@@ -1,11 +1,11 @@
 # The control plane's profile: the shared tools, cowsay, k3s (run as server) and
 # the pinned k3s install script.
-{ pkgs, common }:
+{ pkgs, common, nix-deploy }:
 pkgs.buildEnv {
   name = "k8s-cluster-main-profile";
   paths = common ++ [
     pkgs.cowsay
     pkgs.k3s
-    (pkgs.callPackage ../nix/k3s-install.nix { })
+    nix-deploy.k3s-install-script
   ];
 }

@@ -1,11 +1,11 @@
 # A worker's profile: the shared tools, the dinosay helper, k3s (run as agent)
 # and the pinned k3s install script.
-{ pkgs, common }:
+{ pkgs, common, nix-deploy }:
 pkgs.buildEnv {
   name = "k8s-cluster-node-1-profile";
   paths = common ++ [
     (pkgs.callPackage ../nix/dinosay.nix { })
     pkgs.k3s
-    (pkgs.callPackage ../nix/k3s-install.nix { })
+    nix-deploy.k3s-install-script
   ];
 }

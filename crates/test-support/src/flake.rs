@@ -44,14 +44,21 @@ fn copy_into(items: &[PathBuf], dir: &Path) {
 }
 
 /// A temporary copy of what the flake reads (flake.nix, flake.lock, hosts/,
-/// nix/, Cargo.lock), to edit and evaluate as a `path:` flake.
+/// nix/, templates/, Cargo.lock), to edit and evaluate as a `path:` flake.
 pub fn copy_flake() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = repo_root();
-    let items: Vec<PathBuf> = ["flake.nix", "flake.lock", "hosts", "nix", "Cargo.lock"]
-        .iter()
-        .map(|i| repo.join(i))
-        .collect();
+    let items: Vec<PathBuf> = [
+        "flake.nix",
+        "flake.lock",
+        "hosts",
+        "nix",
+        "templates",
+        "Cargo.lock",
+    ]
+    .iter()
+    .map(|i| repo.join(i))
+    .collect();
     copy_into(&items, dir.path());
     dir
 }

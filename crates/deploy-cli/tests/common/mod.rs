@@ -69,6 +69,24 @@ pub fn deploy_options_first(
 
 /// The flake, nixpkgs, SSH and target flags of every test's `deploy`.
 fn common_args(c: &mut Command, cluster: &Cluster, flake: &str, nixpkgs: &Path) {
+    flake_and_targets(
+        c,
+        cluster,
+        flake,
+        nixpkgs,
+        &[(MAIN, "main"), (WORKER, "worker")],
+    );
+}
+
+/// `--flake`, nixpkgs, the SSH flags, and `--target NAME=root@IP` for each
+/// inventory node `NAME` played by the cluster's node `node`.
+pub fn flake_and_targets(
+    c: &mut Command,
+    cluster: &Cluster,
+    flake: &str,
+    nixpkgs: &Path,
+    targets: &[(&str, &str)],
+) {
     c.arg("--flake").arg(flake).args(nix_args(nixpkgs));
     c.args([
         "--no-agent",
@@ -79,7 +97,7 @@ fn common_args(c: &mut Command, cluster: &Cluster, flake: &str, nixpkgs: &Path) 
     ]);
     c.arg("-i").arg(cluster.client_key());
     c.arg("--known-hosts").arg(cluster.known_hosts());
-    for (name, node) in [(MAIN, "main"), (WORKER, "worker")] {
+    for (name, node) in targets {
         let ip = cluster.node(node).unwrap().ip();
         c.arg("--target").arg(format!("{name}=root@{ip}"));
     }

@@ -1,0 +1,5 @@
+# Packages every node gets.
+{ pkgs }:
+[
+  pkgs.htop
+]

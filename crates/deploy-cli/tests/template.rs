@@ -93,6 +93,17 @@ fn the_template_evaluates_builds_and_deploys_to_two_nodes() {
     let targets = [("server-1", "s"), ("agent-1", "a")];
     let run = |args: &[&str]| deploy(&cluster, user.path(), this.path(), &targets, args);
 
+    // `nix run .#deploy` in the user's repository runs this flake's deploy
+    // (here the fixture's stand-in for buildRustPackage's output).
+    let run_app = ok(nix()
+        .args(["run", &format!("{}#deploy", flake_ref(user.path()))])
+        .args(test_support::flake::nix_args(&fixture_nixpkgs()))
+        .args(["--override-input", "nix-deploy", &flake_ref(this.path())])
+        .args(["--", "--version"])
+        .output()
+        .unwrap());
+    assert!(run_app.contains("deploy (fixture stand-in"), "{run_app}");
+
     // The plan: both cluster stages, the template's workload included.
     let dry = ok(run(&["--dry-run", "all"]));
     for expected in [

@@ -23,8 +23,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) struct Idle<S> {
     inner: S,
     limit: Option<Duration>,
-    /// Armed while a read or write waits; dropped at any progress.
+    /// Made once, at the first wait; reset (not reallocated) whenever a
+    /// wait begins after progress.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether `timer` runs for the current wait.
+    armed: bool,
 }
 
 impl<S> Idle<S> {
@@ -33,6 +36,7 @@ impl<S> Idle<S> {
             inner,
             limit,
             timer: None,
+            armed: false,
         }
     }
 
@@ -42,13 +46,18 @@ impl<S> Idle<S> {
         let Some(limit) = self.limit else {
             return Poll::Pending;
         };
+        let deadline = tokio::time::Instant::now() + limit;
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
         match timer.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
-                self.timer = None;
+                self.armed = false;
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("the daemon neither sent nor took a byte for {limit:?}"),
@@ -57,11 +66,11 @@ impl<S> Idle<S> {
         }
     }
 
-    /// What the inner stream did: progress drops the timer.
+    /// What the inner stream did: progress disarms the timer.
     fn progress<T>(&mut self, cx: &mut Context<'_>, p: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match p {
             Poll::Ready(r) => {
-                self.timer = None;
+                self.armed = false;
                 Poll::Ready(r)
             }
             Poll::Pending => self.stalled(cx),

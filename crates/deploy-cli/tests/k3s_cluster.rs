@@ -5,7 +5,8 @@
 //! out of every argv and log, reruns that change nothing, a changed flag
 //! that restarts one node, and the errors for a server that never gets
 //! ready and an agent that can't reach its server; and on nodes booted with
-//! real systemd, the units enabled and run as `Type=notify` services.
+//! real systemd, the units enabled and run as `Type=notify` services, left
+//! alone by a rerun and restarted by the real `systemctl` for a new flag.
 
 mod common;
 
@@ -411,7 +412,7 @@ fn unit_property(node: &Node, unit: &str, property: &str) -> String {
 }
 
 #[test]
-fn under_real_systemd_the_k3s_units_run_as_notify_services_and_a_rerun_leaves_them_alone() {
+fn under_real_systemd_k3s_units_are_notify_services_restarted_only_for_a_changed_flag() {
     // Both nodes booted with systemd: the install script's units are
     // enabled and started by the real systemctl (the profile's stand-in
     // records, then hands over), and the stand-in k3s tells systemd it is
@@ -461,4 +462,36 @@ fn under_real_systemd_the_k3s_units_run_as_notify_services_and_a_rerun_leaves_th
             node.name()
         );
     }
+
+    // A flag added to the worker: the real systemctl restarts the agent,
+    // which runs with the flag, and leaves the server alone.
+    let flake = copy_flake();
+    edit(
+        &flake.path().join("flake.nix"),
+        "role = \"agent\";",
+        "role = \"agent\";\n            k3s.extraFlags = [ \"--node-label\" \"tier=web\" ];",
+    );
+    ok(&deploy(&cluster, &flake_ref(flake.path()), &nixpkgs, &args));
+    let [(main, server), (worker, agent)] = units;
+    assert_eq!(
+        unit_property(main, server, "InvocationID"),
+        invocations[0],
+        "the server was restarted for the worker's flag"
+    );
+    assert_ne!(
+        unit_property(worker, agent, "InvocationID"),
+        invocations[1],
+        "the agent was not restarted for its new flag"
+    );
+    assert_eq!(
+        worker
+            .run_ok(&format!("systemctl is-active {agent}"))
+            .unwrap(),
+        "active\n"
+    );
+    let pid = unit_property(worker, agent, "MainPID");
+    let argv = worker
+        .run_ok(&format!("tr '\\0' ' ' < /proc/{pid}/cmdline"))
+        .unwrap();
+    assert!(argv.contains("--node-label tier=web"), "{argv}");
 }

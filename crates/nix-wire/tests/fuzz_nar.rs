@@ -1,4 +1,4 @@
-//! Property tests standing in for fuzzing (cargo-fuzz needs nightly):
+//! Property tests beside the coverage-guided fuzzing of `fuzz/`:
 //! (a) arbitrary bytes and mutations of valid NARs never make the decoder or
 //! the unpacker panic, and whatever they accept is canonical;
 //! (b) random trees encode → decode → unpack → encode identically and match

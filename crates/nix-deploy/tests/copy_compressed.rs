@@ -77,6 +77,7 @@ fn always(receiver: Option<Receiver>) -> CopyOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_link_copies_with_zstd_to_nix_2_8_and_2_26_nodes() {
+    let _measuring = test_support::timing::alone().await;
     let fx = fixture_closure(120, "zstd-nodes", 64);
     let cluster = Cluster::start(
         &ClusterSpec::new()
@@ -126,6 +127,7 @@ fn daemon_connector(store: &TempStore, peer: &test_support::Peer) -> CommandConn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zstd_streams_import_into_both_nix_versions_through_a_local_receiver() {
+    let _measuring = test_support::timing::shared().await;
     let fx = fixture_closure(80, "zstd-local", 32);
     for peer in peers() {
         let store = TempStore::new();
@@ -144,6 +146,7 @@ async fn zstd_streams_import_into_both_nix_versions_through_a_local_receiver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zstd_stream_striped_over_three_channels_imports_into_both_nix_versions() {
+    let _measuring = test_support::timing::shared().await;
     let fx = fixture_closure_random(60, "zstd-striped", 256);
     for peer in peers() {
         let store = TempStore::new();
@@ -167,6 +170,7 @@ async fn a_zstd_stream_striped_over_three_channels_imports_into_both_nix_version
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_round_trip_stripes_each_zstd_connection_over_several_channels() {
+    let _measuring = test_support::timing::alone().await;
     // 40 MiB no compressor shrinks: far more than the channels' windows
     // hold, so the receiver's lead waits on each stripe in turn while the
     // others are full (a stripe whose joiner stalled sshd hung here).
@@ -229,6 +233,7 @@ async fn fallback(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_usable_receiver_copies_use_zlib_and_without_zlib_nothing() {
+    let _measuring = test_support::timing::shared().await;
     let cluster = Cluster::start(&ClusterSpec::uniform(NodeKind::Trixie, 1)).unwrap();
     let node = &cluster.nodes()[0];
 

@@ -5,6 +5,7 @@
 //! returning errors.
 
 pub mod flake;
+pub mod timing;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@
 
 mod cluster_stages;
 mod copy;
+mod fan_out_args;
 mod generations;
 mod inventory_args;
 mod logging;

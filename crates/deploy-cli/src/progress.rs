@@ -62,7 +62,7 @@ pub async fn render(mode: Mode, node: String, mut rx: UnboundedReceiver<CopyEven
                 bar.set_length(missing_bytes);
             }
             CopyEvent::BytesSent { bytes } => bar.inc(bytes),
-            CopyEvent::PathsDone { paths } => done += paths,
+            CopyEvent::PathsDone { paths } => done += paths.len(),
             CopyEvent::PathStarted { .. } | CopyEvent::DaemonLog { .. } => {}
             ref transport => {
                 if let Some(line) = transport_line(transport).filter(|_| mode != Mode::Json) {
@@ -91,7 +91,7 @@ fn event_json(node: &str, event: &CopyEvent) -> serde_json::Value {
             json!({"event": "bytesSent", "node": node, "bytes": bytes})
         }
         CopyEvent::PathsDone { paths } => {
-            json!({"event": "pathsDone", "node": node, "paths": paths})
+            json!({"event": "pathsDone", "node": node, "paths": paths.len()})
         }
         CopyEvent::DaemonLog { text } => json!({"event": "daemonLog", "node": node, "text": text}),
         transport => transport_json(node, transport).unwrap_or(Value::Null),

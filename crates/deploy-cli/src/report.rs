@@ -7,6 +7,7 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, Prog
 use nix_deploy::copy::CopyEvent;
 use nix_deploy::deploy::{DeployEvent, NodeError, NodeOutcome, NodePlan, NodeStatus};
 use nix_deploy::diff::NodeDiff;
+use nix_deploy::fanout::Source;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -235,10 +236,31 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                     bar.set_message("no Nix: installing it");
                 }
             }
+            DeployEvent::Source { name, source } => {
+                if let Some(bar) = bars.get(&name) {
+                    bar.set_message(source_text(&source));
+                }
+                // A planned feed that fell through is worth saying.
+                if matches!(source, Source::Direct { .. })
+                    && verbosity == Verbosity::Normal
+                    && !bars_shown
+                {
+                    eprintln!("{name}: {}", source_text(&source));
+                }
+            }
         }
     }
     for bar in bars.values() {
         bar.finish_and_clear();
+    }
+}
+
+/// Where a node's paths come from, in words.
+fn source_text(source: &Source) -> String {
+    match source {
+        Source::Seed => "fed from here, as the fan-out's seed".to_owned(),
+        Source::Node(from) => format!("fed by {from}, node to node"),
+        Source::Direct { reason } => format!("fed from here directly ({reason})"),
     }
 }
 
@@ -256,6 +278,7 @@ fn event_line(event: &DeployEvent) -> Option<String> {
             message,
         } => format!("{name}: {stage}: {message}"),
         DeployEvent::InstallingNix { name } => format!("{name}: no Nix: installing it"),
+        DeployEvent::Source { name, source } => format!("{name}: {}", source_text(source)),
         DeployEvent::Copy { name, event: CopyEvent::Planned { closure_paths, present_paths, missing_paths, missing_bytes } } => format!(
             "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
             HumanBytes(*missing_bytes)
@@ -280,6 +303,15 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
             message,
         } => json!({"event": "stage", "node": name, "stage": stage, "message": message}),
         DeployEvent::InstallingNix { name } => json!({"event": "installingNix", "node": name}),
+        DeployEvent::Source { name, source } => match source {
+            Source::Seed => {
+                json!({"event": "source", "node": name, "from": "deployer", "seed": true})
+            }
+            Source::Node(from) => json!({"event": "source", "node": name, "from": from}),
+            Source::Direct { reason } => {
+                json!({"event": "source", "node": name, "from": "deployer", "reason": reason})
+            }
+        },
         DeployEvent::Copy {
             name,
             event:
@@ -295,7 +327,7 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
         DeployEvent::Copy {
             name,
             event: CopyEvent::PathsDone { paths },
-        } => json!({"event": "pathsDone", "node": name, "paths": paths}),
+        } => json!({"event": "pathsDone", "node": name, "paths": paths.len()}),
         DeployEvent::Copy { name, event } => crate::progress::transport_json(name, event)?,
     })
 }

@@ -20,6 +20,7 @@ use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig, Role};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster_stages::{self, ClusterStageError, ClusterStages};
+use crate::fan_out_args::{FanOutArgs, RelayArgError};
 use crate::inventory_args::{InventoryArgs, ResolveError};
 use crate::nix_source::InventoryNix;
 use crate::report::{self, Verbosity};
@@ -102,6 +103,8 @@ pub struct RolloutArgs {
     #[command(flatten)]
     transfer: TransferArgs,
     #[command(flatten)]
+    fan_out: FanOutArgs,
+    #[command(flatten)]
     inventory: InventoryArgs,
 }
 
@@ -124,6 +127,9 @@ pub enum RolloutError {
     /// The receiver can't be used.
     #[error(transparent)]
     Receiver(#[from] ReceiverArgError),
+    /// The relay can't be used.
+    #[error(transparent)]
+    Relay(#[from] RelayArgError),
 }
 
 impl RolloutArgs {
@@ -159,6 +165,7 @@ impl RolloutArgs {
             node_timeout: std::time::Duration::from_secs(self.node_timeout.max(1)),
             stages: Vec::new(),
             install_nix: None,
+            fan_out: None,
         }
     }
 }
@@ -235,6 +242,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     }
     opts.copy.signing_key = args.signing.load()?;
     opts.copy.receiver = args.transfer.receiver()?;
+    opts.fan_out = args.fan_out.options()?;
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {

@@ -1,4 +1,5 @@
-//! Owns user authentication: keys from ssh-agent first, then key files
+//! Owns user authentication: in-memory keys given by the caller first,
+//! then keys from ssh-agent, then key files
 //! (ed25519, ecdsa, rsa with rsa-sha2-512/256). Passphrases are never asked
 //! for: an encrypted key file must be loaded into the agent. With
 //! `IdentitiesOnly`, only agent keys matching a configured file are offered.
@@ -141,7 +142,21 @@ impl RsaHash {
     }
 }
 
-/// Authenticates `ep.user`, trying agent keys then key files.
+/// Offers a private key; whether the server accepted it.
+async fn offer<H: Handler>(
+    handle: &mut Handle<H>,
+    rsa: &mut RsaHash,
+    user: &str,
+    key: &Arc<PrivateKey>,
+) -> Result<bool, russh::Error> {
+    let hash = rsa.get(handle, key.public_key()).await;
+    let result = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+        .await?;
+    Ok(result.success())
+}
+
+/// Authenticates `ep.user`, trying in-memory keys, agent keys, then key files.
 pub(crate) async fn authenticate<H: Handler>(
     handle: &mut Handle<H>,
     ep: &Endpoint,
@@ -158,6 +173,22 @@ pub(crate) async fn authenticate<H: Handler>(
     let mut rsa = RsaHash(None);
     let mut tried: HashSet<KeyData> = HashSet::new();
     let mut agent_tried = Vec::new();
+    let mut files_tried = Vec::new();
+
+    for key in &ep.identity_keys {
+        tracing::debug!(key = %describe(key.public_key()), host = %ep.host, "trying an in-memory key");
+        tried.insert(key.public_key().key_data().clone());
+        if offer(handle, &mut rsa, &ep.user, key)
+            .await
+            .map_err(protocol)?
+        {
+            return Ok(());
+        }
+        notes.push(format!(
+            "in-memory key {} refused",
+            describe(key.public_key())
+        ));
+    }
 
     if let Some((mut client, keys)) = agent_keys(agent, &mut notes).await {
         for key in keys {
@@ -179,7 +210,6 @@ pub(crate) async fn authenticate<H: Handler>(
         }
     }
 
-    let mut files_tried = Vec::new();
     let mut encrypted = None;
     for file in &files {
         let key = match &file.key {
@@ -197,14 +227,12 @@ pub(crate) async fn authenticate<H: Handler>(
         if tried.contains(key.public_key().key_data()) {
             continue;
         }
-        let hash = rsa.get(handle, key.public_key()).await;
         tracing::debug!(path = %file.path.display(), key = %describe(key.public_key()), host = %ep.host, "trying key file");
         files_tried.push(file.path.clone());
-        let result = handle
-            .authenticate_publickey(&ep.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+        if offer(handle, &mut rsa, &ep.user, key)
             .await
-            .map_err(protocol)?;
-        if result.success() {
+            .map_err(protocol)?
+        {
             return Ok(());
         }
     }

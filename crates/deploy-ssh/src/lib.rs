@@ -28,6 +28,9 @@ mod target;
 pub use error::SshError;
 pub use options::{Agent, ConfigFile, SshOptions, DEFAULT_DAEMON_COMMAND};
 pub use process::{ExitStatus, Output, ProcessMonitor, ProcessStdio, RemoteProcess};
+/// Key types of the API ([`SshOptions::identity_keys`], [`SshSession::host_key`]).
+pub use russh::keys::ssh_key::private::Ed25519Keypair;
+pub use russh::keys::{PrivateKey, PublicKey};
 pub use session::SshSession;
 pub use target::Target;
 

@@ -2,7 +2,10 @@
 //! host key policy, agent, timeouts), with OpenSSH-like defaults.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use russh::keys::{PrivateKey, PublicKey};
 
 /// The remote command that speaks the Nix daemon protocol on stdin/stdout.
 pub const DEFAULT_DAEMON_COMMAND: &str = "nix-daemon --stdio";
@@ -47,6 +50,14 @@ pub struct SshOptions {
     pub agent: Agent,
     /// Key files tried after those from `ssh_config`.
     pub identity_files: Vec<PathBuf>,
+    /// Keys held in memory (e.g. a key made for one deploy), tried before
+    /// the agent and the key files.
+    pub identity_keys: Vec<Arc<PrivateKey>>,
+    /// Host keys accepted for the target (not for jump hosts) before
+    /// known_hosts is read, as when the caller verified the host over
+    /// another connection and hands its key along. Any other key is
+    /// checked against known_hosts as usual.
+    pub pinned_host_keys: Vec<PublicKey>,
     /// The login name when neither the target nor `ssh_config` gives one.
     pub default_user: Option<String>,
     /// Limit for the TCP connection, the SSH handshake and authentication,
@@ -77,6 +88,8 @@ impl Default for SshOptions {
             accept_new_host_keys: false,
             agent: Agent::Env,
             identity_files: Vec::new(),
+            identity_keys: Vec::new(),
+            pinned_host_keys: Vec::new(),
             default_user: None,
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(15),

@@ -4,7 +4,10 @@
 //! then `ssh_config`, then the options, then OpenSSH's defaults.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use russh::keys::{PrivateKey, PublicKey};
 
 use crate::config::{expand_path, expand_tokens, HostConfig, SshConfig, Tokens};
 use crate::error::SshError;
@@ -22,7 +25,11 @@ pub(crate) struct Endpoint {
     pub port: u16,
     pub user: String,
     pub identity_files: Vec<PathBuf>,
+    /// In-memory keys, tried first.
+    pub identity_keys: Vec<Arc<PrivateKey>>,
     pub identities_only: bool,
+    /// Keys accepted without known_hosts (the target's only).
+    pub pinned_host_keys: Vec<PublicKey>,
     /// Files to check; a new key is appended to the first.
     pub known_hosts_files: Vec<PathBuf>,
     pub accept_new: bool,
@@ -138,7 +145,12 @@ pub(crate) fn resolve(
         port,
         user,
         identity_files,
+        identity_keys: opts.identity_keys.clone(),
         identities_only: hc.identities_only.unwrap_or(false),
+        pinned_host_keys: match with_jumps {
+            true => opts.pinned_host_keys.clone(),
+            false => Vec::new(),
+        },
         known_hosts_files,
         accept_new,
         connect_timeout: hc

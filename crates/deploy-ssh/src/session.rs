@@ -3,10 +3,10 @@
 //! connect timeout and keepalives, and opening exec channels.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use russh::client::{self, Handle};
-use russh::keys::{Algorithm, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::authenticate;
@@ -27,8 +27,8 @@ pub struct SshSession {
     jumps: Vec<(String, Handle<HostKeyCheck>)>,
     endpoint: Endpoint,
     stderr_limit: usize,
-    /// Whether the key exchange agreed on compressing what we send.
-    compressing: Arc<AtomicBool>,
+    /// What the target's handshake learned.
+    state: Arc<HopState>,
 }
 
 impl std::fmt::Debug for SshSession {
@@ -60,8 +60,8 @@ impl SshSession {
             tracing::debug!(jump = %hop.label(), "jump host connected");
             jumps.push((hop.label(), handle));
         }
-        let compressing = Arc::new(AtomicBool::new(false));
-        let flag = compressing.clone();
+        let state = Arc::new(HopState::default());
+        let flag = state.clone();
         let handle = match jumps.last() {
             None => connect_tcp(&endpoint, opts, flag).await?,
             Some((label, previous)) => connect_via(previous, label, &endpoint, opts, flag).await?,
@@ -72,7 +72,7 @@ impl SshSession {
             jumps,
             endpoint,
             stderr_limit: opts.stderr_limit,
-            compressing,
+            state,
         })
     }
 
@@ -91,10 +91,17 @@ impl SshSession {
         self.endpoint.port
     }
 
+    /// The target's host key, as verified when the connection was made
+    /// (against known_hosts or the pinned keys): what another client may
+    /// pin to reach the same host ([`crate::SshOptions::pinned_host_keys`]).
+    pub fn host_key(&self) -> Option<&PublicKey> {
+        self.state.host_key.get()
+    }
+
     /// Whether the connection compresses what we send: we asked for it
     /// (`Compression yes`) and the server agreed.
     pub fn is_compressed(&self) -> bool {
-        self.compressing.load(Ordering::Relaxed)
+        self.state.compressing.load(Ordering::Relaxed)
     }
 
     /// Whether the connection has closed (e.g. keepalives went unanswered).
@@ -165,8 +172,16 @@ impl SshSession {
 /// Host key verification for one hop, as russh's client handler.
 pub(crate) struct HostKeyCheck {
     endpoint: Endpoint,
+    state: Arc<HopState>,
+}
+
+/// What one hop's handshake learned, shared with its handler.
+#[derive(Default)]
+pub(crate) struct HopState {
     /// Set at each key exchange: whether client-to-server data is compressed.
-    compressing: Arc<AtomicBool>,
+    compressing: AtomicBool,
+    /// The host key accepted at the first key exchange.
+    host_key: OnceLock<PublicKey>,
 }
 
 /// Why the handshake failed: protocol, or our own host key verdict.
@@ -195,7 +210,7 @@ impl client::Handler for HostKeyCheck {
             names.client_compression,
             russh::compression::Compression::None
         );
-        self.compressing.store(compressing, Ordering::Relaxed);
+        self.state.compressing.store(compressing, Ordering::Relaxed);
         Ok(())
     }
 
@@ -213,10 +228,21 @@ impl client::Handler for HostKeyCheck {
                 }))
             }
         };
+        if ep
+            .pinned_host_keys
+            .iter()
+            .any(|k| k.key_data() == key.key_data())
+        {
+            let _ = self.state.host_key.set(key.clone());
+            return Ok(true);
+        }
         let verdict = known_hosts::check(&ep.known_hosts_files, &ep.host, ep.port, key)
             .map_err(HandshakeError::HostKey)?;
         match verdict {
-            Verdict::Known => Ok(true),
+            Verdict::Known => {
+                let _ = self.state.host_key.set(key.clone());
+                Ok(true)
+            }
             Verdict::Unknown if ep.accept_new => {
                 let Some(file) = ep.known_hosts_files.first() else {
                     return Err(HandshakeError::HostKey(unknown(ep, key)));
@@ -224,6 +250,7 @@ impl client::Handler for HostKeyCheck {
                 known_hosts::record_new(&ep.known_hosts_files, &ep.host, ep.port, key)
                     .map_err(HandshakeError::HostKey)?;
                 tracing::warn!(host = %ep.host, port = ep.port, key = %describe(key), file = %file.display(), "new host key accepted and recorded (accept-new)");
+                let _ = self.state.host_key.set(key.clone());
                 Ok(true)
             }
             Verdict::Unknown => Err(HandshakeError::HostKey(unknown(ep, key))),
@@ -321,14 +348,14 @@ async fn handshake<S>(
     ep: &Endpoint,
     stream: S,
     opts: &SshOptions,
-    compressing: Arc<AtomicBool>,
+    state: Arc<HopState>,
 ) -> Result<Handle<HostKeyCheck>, SshError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handler = HostKeyCheck {
         endpoint: ep.clone(),
-        compressing,
+        state,
     };
     let mut handle = client::connect_stream(client_config(ep), stream, handler)
         .await
@@ -348,7 +375,7 @@ where
 async fn connect_tcp(
     ep: &Endpoint,
     opts: &SshOptions,
-    compressing: Arc<AtomicBool>,
+    state: Arc<HopState>,
 ) -> Result<Handle<HostKeyCheck>, SshError> {
     let attempt = async {
         let addrs: Vec<_> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
@@ -366,7 +393,7 @@ async fn connect_tcp(
                 port: ep.port,
                 source,
             })?;
-        handshake(ep, stream, opts, compressing).await
+        handshake(ep, stream, opts, state).await
     };
     within_timeout(ep, attempt).await
 }
@@ -377,7 +404,7 @@ async fn connect_via(
     previous_label: &str,
     ep: &Endpoint,
     opts: &SshOptions,
-    compressing: Arc<AtomicBool>,
+    state: Arc<HopState>,
 ) -> Result<Handle<HostKeyCheck>, SshError> {
     let attempt = async {
         let channel = previous
@@ -389,7 +416,7 @@ async fn connect_via(
                 port: ep.port,
                 source: Box::new(source),
             })?;
-        handshake(ep, channel.into_stream(), opts, compressing).await
+        handshake(ep, channel.into_stream(), opts, state).await
     };
     within_timeout(ep, attempt).await
 }

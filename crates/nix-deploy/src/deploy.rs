@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::closure::{closure_infos, ClosureError};
 use crate::copy::{CopyError, CopyOptions, NodeStore};
 use crate::diff::NodeDiff;
+use crate::fanout::{FanOut, FanOutOptions, Seat, SeatCopy};
 use crate::profile;
 use crate::remote::SshConnector;
 use crate::stage::Stage;
@@ -94,6 +95,11 @@ pub struct DeployOptions {
     /// How to install Nix on a node that has none, before the first
     /// transfer (`None`: such a node fails).
     pub install_nix: Option<Arc<dyn NixSource>>,
+    /// Feed nodes from each other so that each path crosses the
+    /// deployer's uplink once ([`crate::fanout`]); `None`: every node is
+    /// copied to directly. Used when at least two nodes are deployed and
+    /// all of them at once (`jobs`).
+    pub fan_out: Option<FanOutOptions>,
 }
 
 impl Default for DeployOptions {
@@ -110,6 +116,7 @@ impl Default for DeployOptions {
             node_timeout: DEFAULT_NODE_TIMEOUT,
             stages: Vec::new(),
             install_nix: None,
+            fan_out: None,
         }
     }
 }
@@ -152,17 +159,28 @@ pub async fn deploy_nodes(
     cancel: &CancellationToken,
 ) -> Vec<NodeOutcome> {
     let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let fanout = match &opts.fan_out {
+        Some(f) if opts.goal >= Goal::Push && plans.len() >= 2 && plans.len() <= opts.jobs => {
+            let roots = plans
+                .iter()
+                .map(|p| (p.name.clone(), p.profile.clone()))
+                .collect();
+            Some(FanOut::new(roots, f.clone()))
+        }
+        _ => None,
+    };
     let tasks = plans.into_iter().map(|plan| {
         let (limit, opts, events, cancel) =
             (limit.clone(), opts.clone(), events.clone(), cancel.clone());
         let name = plan.name.clone();
+        let seat = fanout.as_ref().map(|f| f.seat(&plan.name));
         let handle = tokio::spawn(async move {
             let start = Instant::now();
             let _permit = limit.acquire_owned().await;
             let mut sent = (0, 0);
             // A panic (a bug, say in a third-party stage) is this node's
             // failure, told to the stages like any other.
-            let run = AssertUnwindSafe(deploy_one(&plan, &opts, events.as_ref(), &mut sent));
+            let run = AssertUnwindSafe(deploy_one(&plan, &opts, events.as_ref(), seat, &mut sent));
             let result = tokio::select! {
                 r = tokio::time::timeout(opts.node_timeout, run.catch_unwind()) => match r {
                     Ok(Ok(r)) => r,
@@ -221,6 +239,7 @@ async fn deploy_one(
     plan: &NodePlan,
     opts: &DeployOptions,
     events: Option<&UnboundedSender<DeployEvent>>,
+    mut seat: Option<Seat>,
     sent: &mut (usize, u64),
 ) -> Result<NodeStatus, NodeError> {
     let send = &|e: DeployEvent| {
@@ -248,17 +267,39 @@ async fn deploy_one(
             });
         }
     };
+    let source = |source| {
+        send(DeployEvent::Source {
+            name: plan.name.clone(),
+            source,
+        })
+    };
     let copy = async {
-        let never = CancellationToken::new();
-        let r = store
-            .copy_closure(
-                &mut local,
-                std::slice::from_ref(&plan.profile),
-                &opts.copy,
-                Some(tx),
-                &never,
-            )
-            .await?;
+        let r = match seat.as_mut() {
+            Some(seat) => {
+                let ctx = SeatCopy {
+                    session: &session,
+                    local: &mut local,
+                    options: &opts.copy,
+                    daemon_command: &opts.daemon_command,
+                    connect_timeout: opts.ssh.connect_timeout,
+                    events: tx,
+                    source: &source,
+                };
+                seat.copy(&mut store, &plan.profile, ctx).await?
+            }
+            None => {
+                let never = CancellationToken::new();
+                store
+                    .copy_closure(
+                        &mut local,
+                        std::slice::from_ref(&plan.profile),
+                        &opts.copy,
+                        Some(tx),
+                        &never,
+                    )
+                    .await?
+            }
+        };
         Ok::<_, NodeError>(r)
     };
     let (report, ()) = tokio::join!(copy, forward);
@@ -269,6 +310,11 @@ async fn deploy_one(
     } else {
         NodeStatus::Done
     };
+    // The nodes it feeds read from its store: its temp roots stay until
+    // they are done.
+    if let Some(seat) = &seat {
+        seat.feeding_done().await;
+    }
     drop(store);
     Ok(status)
 }

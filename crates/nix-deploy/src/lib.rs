@@ -36,6 +36,7 @@ pub mod compress;
 pub mod copy;
 pub mod deploy;
 pub mod diff;
+pub mod fanout;
 pub mod install;
 pub mod inventory;
 pub mod keys;

@@ -112,6 +112,8 @@ pub struct SshConnector {
     reconnect: Option<(Target, SshOptions)>,
     /// For zstd connections.
     zstd: Option<ZstdRoute<Receiver>>,
+    /// Whether the link may be probed.
+    probe: bool,
 }
 
 impl SshConnector {
@@ -123,7 +125,15 @@ impl SshConnector {
             command: command.into(),
             reconnect: None,
             zstd: None,
+            probe: true,
         }
+    }
+
+    /// Never probes the link (it counts as fast): for a session whose key
+    /// runs one forced command whatever is asked, like a fan-out relay's.
+    pub fn without_probe(mut self) -> Self {
+        self.probe = false;
+        self
     }
 
     /// Lets the copy engine open a second, zlib-compressed session to
@@ -180,6 +190,9 @@ impl Connector for SshConnector {
     }
 
     async fn probe(&self) -> Result<LinkEstimate, ProbeError> {
+        if !self.probe {
+            return Err(ProbeError::NotALink);
+        }
         crate::link::probe(&self.session).await
     }
 

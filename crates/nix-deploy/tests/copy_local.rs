@@ -64,7 +64,11 @@ async fn copies_a_closure_then_nothing_then_only_the_new_half() {
             match e {
                 CopyEvent::Planned { missing_bytes, .. } => planned = missing_bytes,
                 CopyEvent::PathStarted { path, .. } => assert!(started.insert(path)),
-                CopyEvent::PathsDone { paths } => done += paths,
+                CopyEvent::PathsDone { paths } => {
+                    // Each path done was started before.
+                    assert!(paths.iter().all(|p| started.contains(p)), "{paths:?}");
+                    done += paths.len();
+                }
                 CopyEvent::BytesSent { bytes: b } => bytes += b,
                 CopyEvent::DaemonLog { .. } => {}
                 CopyEvent::Compression { method, .. } => {

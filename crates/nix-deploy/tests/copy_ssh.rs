@@ -66,7 +66,7 @@ async fn copies_to_nodes_of_both_nix_versions_over_ssh() {
         let mut done = 0;
         while let Ok(e) = rx.try_recv() {
             if let CopyEvent::PathsDone { paths } = e {
-                done += paths;
+                done += paths.len();
             }
         }
         assert_eq!(done, 301);

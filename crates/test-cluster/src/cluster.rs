@@ -146,6 +146,19 @@ impl Cluster {
         &self.id
     }
 
+    /// Limits what this machine (the deployer) sends to the nodes to
+    /// `rate_mbit` Mbit/s, as a slow uplink would, leaving the nodes' own
+    /// network between each other unshaped; `None` lifts the limit.
+    pub fn shape_uplink(&self, rate_mbit: Option<u32>) -> Result<()> {
+        crate::net::shape_bridge(&self.id, rate_mbit)
+    }
+
+    /// Bytes this machine sent to the nodes so far (through its uplink,
+    /// not what the nodes sent each other).
+    pub fn uplink_sent_bytes(&self) -> Result<u64> {
+        crate::net::bridge_sent_bytes(&self.id)
+    }
+
     /// The nodes, in the order of the spec.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes

@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use crate::cmd::{cmd, run};
-use crate::error::Result;
+use crate::error::{ClusterError, Result};
 
 /// A node's network namespace and its link to the host.
 #[derive(Debug)]
@@ -49,6 +49,52 @@ pub(crate) fn create_bridge(id: &str, slot: u8) -> Result<()> {
     ])?;
     ip(&["link", "set", &br, "up"])?;
     Ok(())
+}
+
+/// Limits what the host sends on cluster `id`'s bridge (the deployer's
+/// uplink: frames the bridge forwards between nodes never pass the
+/// bridge device's own queue) to `rate_mbit`, or lifts the limit.
+pub(crate) fn shape_bridge(id: &str, rate_mbit: Option<u32>) -> Result<()> {
+    shape_device(None, &bridge(id), rate_mbit)
+}
+
+/// Bytes the host sent into cluster `id`'s bridge so far (to its nodes,
+/// not counting what they send each other).
+pub(crate) fn bridge_sent_bytes(id: &str) -> Result<u64> {
+    let path = format!("/sys/class/net/{}/statistics/tx_bytes", bridge(id));
+    let text = std::fs::read_to_string(&path).map_err(|source| ClusterError::Io {
+        what: format!("reading {path}"),
+        source,
+    })?;
+    text.trim().parse().map_err(|e| ClusterError::Io {
+        what: format!("reading {path}"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
+/// A token bucket filter of `rate_mbit` on `dev`'s egress (in namespace
+/// `ns`), or none.
+fn shape_device(ns: Option<&str>, dev: &str, rate_mbit: Option<u32>) -> Result<()> {
+    let mut tc = cmd("tc", Vec::<String>::new());
+    if let Some(ns) = ns {
+        tc.args(["-n", ns]);
+    }
+    match rate_mbit {
+        Some(rate) => {
+            // A burst of 10 ms at that rate, at least 32 KiB.
+            let burst = (u64::from(rate) * 1_250).max(32 * 1024);
+            tc.args(["qdisc", "replace", "dev", dev, "root", "tbf"]);
+            tc.args(["rate", &format!("{rate}mbit"), "burst", &burst.to_string()]);
+            tc.args(["latency", "50ms"]);
+            run(&mut tc).map(drop)
+        }
+        None => {
+            tc.args(["qdisc", "del", "dev", dev, "root"]);
+            // Deleting the default qdisc fails; there was nothing to lift then.
+            let _ = run(&mut tc);
+            Ok(())
+        }
+    }
 }
 
 impl Link {
@@ -107,25 +153,7 @@ impl Link {
             (Some(self.netns.as_str()), "eth0"),
         ];
         for (ns, dev) in ends {
-            let mut tc = cmd("tc", Vec::<String>::new());
-            if let Some(ns) = ns {
-                tc.args(["-n", ns]);
-            }
-            match rate_mbit {
-                Some(rate) => {
-                    // A burst of 10 ms at that rate, at least 32 KiB.
-                    let burst = (u64::from(rate) * 1_250).max(32 * 1024);
-                    tc.args(["qdisc", "replace", "dev", dev, "root", "tbf"]);
-                    tc.args(["rate", &format!("{rate}mbit"), "burst", &burst.to_string()]);
-                    tc.args(["latency", "50ms"]);
-                    run(&mut tc)?;
-                }
-                None => {
-                    tc.args(["qdisc", "del", "dev", dev, "root"]);
-                    // Deleting the default qdisc fails; there was nothing to lift then.
-                    let _ = run(&mut tc);
-                }
-            }
+            shape_device(ns, dev, rate_mbit)?;
         }
         Ok(())
     }

@@ -215,6 +215,33 @@ fn build_fixture(n: usize, seed: &str, kib: usize, random: bool) -> Fixture {
     Fixture { root, closure }
 }
 
+/// A profile `name` whose closure is the union of `parts` (store paths of
+/// the local store): it references each of them.
+pub fn fixture_profile(name: &str, parts: &[&str]) -> Fixture {
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|p| format!("(builtins.storePath \"{p}\")"))
+        .collect();
+    let expr = format!(
+        "derivation {{ name = \"{name}\"; system = builtins.currentSystem; builder = \"/bin/sh\"; \
+         args = [ \"-c\" \"echo $parts > $out\" ]; parts = [ {} ]; }}",
+        parts.join(" ")
+    );
+    let _one_at_a_time = build_lock();
+    let root = run(Command::new("nix-build").args([
+        "--no-out-link",
+        "--option",
+        "substituters",
+        "",
+        "-E",
+        &expr,
+    ]))
+    .trim()
+    .to_owned();
+    let closure = lines(&run(Command::new("nix-store").args(["-qR", &root])));
+    Fixture { root, closure }
+}
+
 /// Holds a lock that lets one local `nix-build` of the tests run at a time,
 /// across test threads and test binaries: on a fresh single-user store,
 /// concurrent builds fail with "SQLite database is busy" (Nix 2.8 does not
@@ -238,42 +265,57 @@ pub fn build_lock() -> std::fs::File {
 pub fn receiver_package() -> String {
     static PACKAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PACKAGE
-        .get_or_init(|| {
-            let release = !cfg!(debug_assertions);
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.current_dir(repo_root()).args([
-                "build",
-                "-q",
-                "-p",
-                "deploy-receive",
-                "--bin",
-                "nix-deploy-receive",
-            ]);
-            if release {
-                build.arg("--release");
-            }
-            run(&mut build);
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target"));
-            let bin = target
-                .join(if release { "release" } else { "debug" })
-                .join("nix-deploy-receive");
-            let program = std::fs::read(&bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-            package_with_program("nix-deploy-receive", &program, true)
-        })
+        .get_or_init(|| cargo_package("deploy-receive", "nix-deploy-receive"))
         .clone()
+}
+
+/// The `nix-deploy-relay` program (built by cargo for this test run's
+/// profile, if it is not already) as a package in the local store
+/// (`<path>/bin/nix-deploy-relay`); returns the store path.
+pub fn relay_package() -> String {
+    static PACKAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PACKAGE
+        .get_or_init(|| cargo_package("deploy-relay", "nix-deploy-relay"))
+        .clone()
+}
+
+/// Builds `bin` of crate `krate` with cargo and adds it to the local store
+/// as a package `bin` holding `bin/<bin>`.
+fn cargo_package(krate: &str, bin: &str) -> String {
+    let release = !cfg!(debug_assertions);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(repo_root())
+        .args(["build", "-q", "-p", krate, "--bin", bin]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let file = target
+        .join(if release { "release" } else { "debug" })
+        .join(bin);
+    let program = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    package_holding(bin, bin, &program, true)
 }
 
 /// A package `name` in the local store holding `bin/nix-deploy-receive`
 /// with these bytes (executable or not), for receivers that can't run.
 pub fn package_with_program(name: &str, program: &[u8], executable: bool) -> String {
+    package_holding(name, "nix-deploy-receive", program, executable)
+}
+
+/// A package `name` in the local store holding `bin/<bin>` with these
+/// bytes; returns its store path.
+fn package_holding(name: &str, bin: &str, program: &[u8], executable: bool) -> String {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    let bin = dir.path().join(name).join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir bin");
-    let file = bin.join("nix-deploy-receive");
+    let dir_bin = dir.path().join(name).join("bin");
+    std::fs::create_dir_all(&dir_bin).expect("mkdir bin");
+    let file = dir_bin.join(bin);
     std::fs::write(&file, program).expect("write the program");
     let mode = if executable { 0o555 } else { 0o444 };
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");

@@ -39,8 +39,8 @@ pub enum CopyEvent {
     },
     /// A batch of paths is valid on the node.
     PathsDone {
-        /// How many.
-        paths: usize,
+        /// The paths.
+        paths: Vec<StorePath>,
     },
     /// The link was measured (before the first upload).
     Link {

@@ -249,7 +249,7 @@ where
             })
         })?;
         events.send(CopyEvent::PathsDone {
-            paths: ordered.len(),
+            paths: ordered.iter().map(|i| i.path.clone()).collect(),
         });
     }
     Ok(sent)

@@ -199,8 +199,9 @@ impl<C: Connector + 'static> Upload<C> {
             match result {
                 Ok(()) => {
                     self.lock().complete(&batch);
-                    self.events
-                        .send(CopyEvent::PathsDone { paths: batch.len() });
+                    self.events.send(CopyEvent::PathsDone {
+                        paths: infos.into_iter().map(|i| i.path).collect(),
+                    });
                 }
                 Err(daemon::Error::AlreadyValidRace { .. }) => {
                     tracing::debug!(node = %self.node, "batch hit Nix bug #6253 (path became valid meanwhile); retrying the rest");

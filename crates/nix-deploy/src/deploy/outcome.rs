@@ -165,6 +165,13 @@ pub enum DeployEvent {
         /// The node.
         name: String,
     },
+    /// Where the node's missing paths come from (with fan-out).
+    Source {
+        /// The node.
+        name: String,
+        /// From where.
+        source: crate::fanout::Source,
+    },
     /// Copy progress of a node.
     Copy {
         /// The node.

@@ -1,0 +1,687 @@
+//! Fan-out: each missing path crosses the deployer's uplink once. The
+//! deployer copies the union of the nodes' closures to one node, the seed
+//! (the node lacking most, see [`tree`]); every other node is fed node to
+//! node, over the nodes' own network, by a relay (`nix-deploy-relay`, run
+//! on the feeding node over the deployer's SSH session, see [`protocol`])
+//! that uses the same copy engine from that node's store to the fed node's
+//! daemon. Feeding is pipelined: as soon as a batch of paths is valid on a
+//! feeding node, the relay sends its children what they need of it, so
+//! the nodes fill while the seed still receives.
+//!
+//! The relay's key is its own (made on the feeding node, never leaving the
+//! relay) and is authorized on the fed node for this edge only, restricted
+//! to the relay's address and the daemon command, and expiring by itself
+//! ([`authorize`]). Nothing is assumed of the nodes' network: a relay that
+//! can't reach its node, or fails later, leaves that node a direct copy
+//! from the deployer of what it still lacks, as does a feeding node that
+//! fails. Nodes of a deploy take their [`Seat`] together; with fewer than
+//! two nodes lacking anything there is nothing to fan out and each copies
+//! directly.
+
+mod authorize;
+mod edge;
+pub mod protocol;
+pub mod tree;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deploy_remote::quote;
+use deploy_ssh::SshSession;
+use nix_wire::daemon::{DaemonClient, PathInfo};
+use nix_wire::StorePath;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch, OnceCell};
+use tokio_util::sync::CancellationToken;
+
+pub use authorize::{Authorization, AuthorizeError};
+pub use edge::EdgeError;
+use edge::{Edge, EdgeSettings};
+use protocol::Progress;
+use tree::Tree;
+
+use crate::closure::{closure_infos, ClosureError};
+use crate::copy::{CopyError, CopyEvent, CopyOptions, CopyReport, NodeStore};
+use crate::remote::SshConnector;
+
+/// The relay, as a package in the local store
+/// (`<package>/bin/nix-deploy-relay`), built for the nodes' machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    package: StorePath,
+}
+
+impl Relay {
+    /// The relay in `package`.
+    pub fn new(package: StorePath) -> Self {
+        Self { package }
+    }
+
+    /// The package's store path (it goes to feeding nodes first).
+    pub fn package(&self) -> &StorePath {
+        &self.package
+    }
+
+    /// The program's absolute path (the same in every store).
+    pub fn program(&self) -> String {
+        format!("{}/{}", self.package.to_absolute(), protocol::PROGRAM)
+    }
+}
+
+/// How a deploy fans out.
+#[derive(Debug, Clone)]
+pub struct FanOutOptions {
+    /// The relay package.
+    pub relay: Relay,
+    /// Nodes each node feeds at most.
+    pub degree: usize,
+    /// How long a relay's key stays authorized at most (it is removed when
+    /// its edge is done; this bounds it after a killed deploy).
+    pub key_lifetime: Duration,
+}
+
+/// Nodes each node feeds by default: on a datacenter network a node sends
+/// several times what the deployer's uplink carries.
+pub const DEFAULT_DEGREE: usize = 4;
+
+/// How long a relay's key stays authorized by default.
+pub const DEFAULT_KEY_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Where a node's missing paths come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The deployer, as the seed: the union of every node's closure.
+    Seed,
+    /// Another node, through its relay.
+    Node(String),
+    /// The deployer, directly, because the planned feed could not be used.
+    Direct {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a node has received in this deploy, as its children follow it.
+#[derive(Debug, Clone, Default)]
+struct Feed {
+    /// Paths valid on the node, in the order they became so.
+    done: Vec<StorePath>,
+    /// Whether its relay runs there (it can feed others).
+    relay_ready: bool,
+    /// Whether it has everything it was to receive (`Some(false)`: it failed).
+    finished: Option<bool>,
+}
+
+/// A node that took its seat.
+struct Member {
+    session: Arc<SshSession>,
+    present: BTreeSet<StorePath>,
+    feed: watch::Receiver<Feed>,
+}
+
+#[derive(Default)]
+struct State {
+    members: BTreeMap<String, Member>,
+    withdrawn: BTreeSet<String>,
+    tree: Option<Arc<Option<Tree>>>,
+}
+
+/// One deploy's fan-out, shared by its node tasks.
+pub struct FanOut {
+    options: FanOutOptions,
+    /// Each node's profile, in deploy order.
+    roots: Vec<(String, StorePath)>,
+    union: OnceCell<Arc<BTreeMap<StorePath, PathInfo>>>,
+    state: Mutex<State>,
+    /// Nodes seated or withdrawn so far.
+    settled: watch::Sender<usize>,
+}
+
+/// A node's place in the fan-out. Dropping it before [`Seat::copy`]
+/// withdraws the node (say, it could not be reached), so the others don't
+/// wait for it.
+pub struct Seat {
+    fanout: Arc<FanOut>,
+    name: String,
+    joined: bool,
+    feed: Option<watch::Sender<Feed>>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if !self.joined {
+            self.fanout.settle(&self.name, None);
+        }
+        if let Some(feed) = &self.feed {
+            feed.send_if_modified(|f| {
+                let open = f.finished.is_none();
+                if open {
+                    f.finished = Some(false);
+                }
+                open
+            });
+        }
+    }
+}
+
+/// What a node's copy needs besides its store.
+pub struct SeatCopy<'a, L: AsyncRead + AsyncWrite + Unpin + Send> {
+    /// The deployer's session to the node.
+    pub session: &'a Arc<SshSession>,
+    /// The local store.
+    pub local: &'a mut DaemonClient<L>,
+    /// The copy engine's options for direct copies.
+    pub options: &'a CopyOptions,
+    /// The command running the Nix daemon on nodes.
+    pub daemon_command: &'a str,
+    /// The limit for a relay's connection.
+    pub connect_timeout: Duration,
+    /// The node's copy events.
+    pub events: mpsc::UnboundedSender<CopyEvent>,
+    /// Told where the node's paths come from.
+    pub source: &'a (dyn Fn(Source) + Send + Sync),
+}
+
+impl FanOut {
+    /// A fan-out over `roots` (node name, profile), in deploy order.
+    pub fn new(roots: Vec<(String, StorePath)>, options: FanOutOptions) -> Arc<Self> {
+        Arc::new(FanOut {
+            options,
+            roots,
+            union: OnceCell::new(),
+            state: Mutex::new(State::default()),
+            settled: watch::Sender::new(0),
+        })
+    }
+
+    /// `name`'s seat.
+    pub fn seat(self: &Arc<Self>, name: &str) -> Seat {
+        Seat {
+            fanout: self.clone(),
+            name: name.to_owned(),
+            joined: false,
+            feed: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settle(&self, name: &str, member: Option<Member>) {
+        {
+            let mut state = self.lock();
+            match member {
+                Some(m) => {
+                    state.members.insert(name.to_owned(), m);
+                }
+                None => {
+                    state.withdrawn.insert(name.to_owned());
+                }
+            }
+        }
+        self.settled.send_modify(|n| *n += 1);
+    }
+
+    /// The tree, once every node took its seat or withdrew.
+    async fn tree(&self) -> Arc<Option<Tree>> {
+        let expected = self.roots.len();
+        let mut settled = self.settled.subscribe();
+        let _ = settled.wait_for(|n| *n >= expected).await;
+        let mut state = self.lock();
+        if let Some(tree) = &state.tree {
+            return tree.clone();
+        }
+        let union = self.union.get().cloned().unwrap_or_default();
+        let lacking: Vec<(String, u64)> = self
+            .roots
+            .iter()
+            .filter_map(|(name, root)| {
+                let m = state.members.get(name)?;
+                let bytes = closure_of(&union, std::slice::from_ref(root))
+                    .iter()
+                    .filter(|p| !m.present.contains(*p))
+                    .filter_map(|p| union.get(p))
+                    .map(|i| i.nar_size)
+                    .sum();
+                Some((name.clone(), bytes))
+            })
+            .collect();
+        let tree = Arc::new(Tree::plan(&lacking, self.options.degree));
+        state.tree = Some(tree.clone());
+        tree
+    }
+
+    /// The roots position `i` of `tree` must receive: those of its subtree,
+    /// and the relay when it feeds others.
+    fn roots_of(&self, tree: &Tree, i: usize) -> Vec<StorePath> {
+        let names: BTreeSet<&String> = tree.subtree(i).iter().map(|&j| &tree.order[j]).collect();
+        let mut roots: Vec<StorePath> = self
+            .roots
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .map(|(_, r)| r.clone())
+            .collect();
+        if !tree.children(i).is_empty() {
+            roots.push(self.options.relay.package.clone());
+        }
+        roots
+    }
+}
+
+/// The closure of `roots` within `infos` (paths outside it are skipped).
+fn closure_of(infos: &BTreeMap<StorePath, PathInfo>, roots: &[StorePath]) -> BTreeSet<StorePath> {
+    let mut seen: BTreeSet<StorePath> = BTreeSet::new();
+    let mut stack: Vec<&StorePath> = roots.iter().collect();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        if let Some(info) = infos.get(p) {
+            stack.extend(info.references.iter().filter(|r| !seen.contains(*r)));
+        }
+    }
+    seen
+}
+
+impl Seat {
+    /// Copies the node's closure as the fan-out plans it: as the seed from
+    /// the deployer, from another node, or directly.
+    pub async fn copy<L>(
+        &mut self,
+        store: &mut NodeStore<SshConnector>,
+        own_root: &StorePath,
+        mut ctx: SeatCopy<'_, L>,
+    ) -> Result<CopyReport, CopyError>
+    where
+        L: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let fanout = self.fanout.clone();
+        let union = {
+            let roots: Vec<StorePath> = fanout
+                .roots
+                .iter()
+                .map(|(_, r)| r.clone())
+                .chain([fanout.options.relay.package.clone()])
+                .collect();
+            let local = &mut *ctx.local;
+            fanout
+                .union
+                .get_or_try_init(|| async move {
+                    closure_infos(local, &roots)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| match e {
+                            ClosureError::NotValid(path) => CopyError::NotInLocalStore { path },
+                            ClosureError::Daemon(e) => CopyError::Local(e),
+                        })
+                })
+                .await?
+                .clone()
+        };
+        let node = store.node().to_owned();
+        let present = store
+            .client()
+            .query_valid_paths(union.keys(), false)
+            .await
+            .map_err(|source| CopyError::Remote { node, source })?;
+        let (feed, feed_rx) = watch::channel(Feed::default());
+        self.feed = Some(feed);
+        self.joined = true;
+        fanout.settle(
+            &self.name,
+            Some(Member {
+                session: ctx.session.clone(),
+                present: present.clone(),
+                feed: feed_rx,
+            }),
+        );
+        let tree = fanout.tree().await;
+        let position = tree
+            .as_ref()
+            .as_ref()
+            .and_then(|t| Some((t, t.position(&self.name)?)));
+        let result = match position {
+            None => {
+                self.direct(store, std::slice::from_ref(own_root), &mut ctx)
+                    .await
+            }
+            Some((tree, 0)) => {
+                (ctx.source)(Source::Seed);
+                self.seed(store, &fanout.roots_of(tree, 0), tree, &mut ctx)
+                    .await
+            }
+            Some((tree, i)) => {
+                let roots = fanout.roots_of(tree, i);
+                self.fed(store, &roots, &union, &present, tree, i, &mut ctx)
+                    .await
+            }
+        };
+        self.finish(result.is_ok());
+        result
+    }
+
+    /// Waits until the nodes this one feeds are done with its store (or
+    /// gone); at once when it feeds none.
+    pub async fn feeding_done(&self) {
+        let children: Vec<watch::Receiver<Feed>> = {
+            let state = self.fanout.lock();
+            let Some(tree) = state.tree.as_ref().and_then(|t| t.as_ref().clone()) else {
+                return;
+            };
+            let Some(i) = tree.position(&self.name) else {
+                return;
+            };
+            tree.children(i)
+                .iter()
+                .filter_map(|&c| state.members.get(&tree.order[c]))
+                .map(|m| m.feed.clone())
+                .collect()
+        };
+        for mut feed in children {
+            let _ = feed.wait_for(|f| f.finished.is_some()).await;
+        }
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut Feed)) {
+        if let Some(feed) = &self.feed {
+            feed.send_modify(f);
+        }
+    }
+
+    fn finish(&self, ok: bool) {
+        self.publish(|f| f.finished = Some(ok));
+    }
+
+    /// A plain copy from the deployer, published for the node's children.
+    async fn direct<L>(
+        &self,
+        store: &mut NodeStore<SshConnector>,
+        roots: &[StorePath],
+        ctx: &mut SeatCopy<'_, L>,
+    ) -> Result<CopyReport, CopyError>
+    where
+        L: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let forward = async {
+            while let Some(event) = rx.recv().await {
+                if let CopyEvent::PathsDone { paths } = &event {
+                    self.publish(|f| f.done.extend(paths.iter().cloned()));
+                }
+                let _ = ctx.events.send(event);
+            }
+        };
+        let never = CancellationToken::new();
+        let copy = store.copy_closure(ctx.local, roots, ctx.options, Some(tx), &never);
+        let (report, ()) = tokio::join!(copy, forward);
+        report
+    }
+
+    /// The seed: the relay first (when it feeds anyone), then everything.
+    async fn seed<L>(
+        &self,
+        store: &mut NodeStore<SshConnector>,
+        roots: &[StorePath],
+        tree: &Tree,
+        ctx: &mut SeatCopy<'_, L>,
+    ) -> Result<CopyReport, CopyError>
+    where
+        L: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let relay = self.fanout.options.relay.clone();
+        let mut first = None;
+        if !tree.children(0).is_empty() {
+            let report = self
+                .direct(store, std::slice::from_ref(relay.package()), ctx)
+                .await?;
+            if relay_runs(ctx.session, &relay).await {
+                self.publish(|f| f.relay_ready = true);
+            }
+            first = Some(report);
+        }
+        let report = self.direct(store, roots, ctx).await?;
+        Ok(match first {
+            Some(r) => CopyReport {
+                sent_paths: report.sent_paths + r.sent_paths,
+                sent_bytes: report.sent_bytes + r.sent_bytes,
+                receiver_paths: report.receiver_paths + r.receiver_paths,
+                elapsed: report.elapsed + r.elapsed,
+                ..report
+            },
+            None => report,
+        })
+    }
+
+    /// A node fed by its parent's relay as the parent receives, or directly
+    /// when that can't be done.
+    #[allow(clippy::too_many_arguments)]
+    async fn fed<L>(
+        &self,
+        store: &mut NodeStore<SshConnector>,
+        roots: &[StorePath],
+        union: &BTreeMap<StorePath, PathInfo>,
+        present: &BTreeSet<StorePath>,
+        tree: &Tree,
+        i: usize,
+        ctx: &mut SeatCopy<'_, L>,
+    ) -> Result<CopyReport, CopyError>
+    where
+        L: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let start = Instant::now();
+        // Until activation roots them, the paths a relay brings are held
+        // by this connection's temp roots, as a direct copy's are.
+        let node = store.node().to_owned();
+        for root in roots {
+            store
+                .client()
+                .add_temp_root(root)
+                .await
+                .map_err(|source| CopyError::Remote {
+                    node: node.clone(),
+                    source,
+                })?;
+        }
+        let needed = closure_of(union, roots);
+        let missing: Vec<&PathInfo> = needed
+            .iter()
+            .filter(|p| !present.contains(*p))
+            .filter_map(|p| union.get(p))
+            .collect();
+        let _ = ctx.events.send(CopyEvent::Planned {
+            closure_paths: needed.len(),
+            present_paths: needed.len() - missing.len(),
+            missing_paths: missing.len(),
+            missing_bytes: missing.iter().map(|i| i.nar_size).sum(),
+        });
+        let parent = tree.parent[i].unwrap_or(0);
+        let parent_name = tree.order[parent].clone();
+        let relayed = self
+            .relayed(roots, &needed, present, tree, i, &parent_name, ctx)
+            .await;
+        let (sent, reason) = match relayed {
+            Ok(sent) => {
+                return Ok(CopyReport {
+                    closure_paths: needed.len(),
+                    present_paths: needed.len() - missing.len(),
+                    sent_paths: sent.0,
+                    sent_bytes: sent.1,
+                    receiver_paths: 0,
+                    compressed_bytes: None,
+                    elapsed: start.elapsed(),
+                })
+            }
+            Err(e) => e,
+        };
+        (ctx.source)(Source::Direct { reason });
+        let report = self.direct(store, roots, ctx).await?;
+        Ok(CopyReport {
+            sent_paths: report.sent_paths + sent.0,
+            sent_bytes: report.sent_bytes + sent.1,
+            elapsed: start.elapsed(),
+            ..report
+        })
+    }
+
+    /// Follows the parent's feed through an edge; what it sent, or what it
+    /// sent before it had to stop and why.
+    #[allow(clippy::too_many_arguments)]
+    async fn relayed<L>(
+        &self,
+        roots: &[StorePath],
+        needed: &BTreeSet<StorePath>,
+        present: &BTreeSet<StorePath>,
+        tree: &Tree,
+        i: usize,
+        parent_name: &str,
+        ctx: &mut SeatCopy<'_, L>,
+    ) -> Result<(usize, u64), ((usize, u64), String)>
+    where
+        L: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let none = (0, 0);
+        let (parent_session, mut parent_feed) = {
+            let state = self.fanout.lock();
+            match state.members.get(parent_name) {
+                Some(m) => (m.session.clone(), m.feed.clone()),
+                None => return Err((none, format!("{parent_name} is not in the deploy"))),
+            }
+        };
+        let ready = parent_feed
+            .wait_for(|f| f.relay_ready || f.finished.is_some())
+            .await
+            .map(|f| f.relay_ready)
+            .unwrap_or(false);
+        if !ready {
+            return Err((none, format!("{parent_name} can't run the relay")));
+        }
+        let settings = EdgeSettings {
+            relay: &self.fanout.options.relay,
+            daemon_command: ctx.daemon_command,
+            key_lifetime: self.fanout.options.key_lifetime,
+            connect_timeout: ctx.connect_timeout,
+        };
+        let mut edge = Edge::open(
+            (parent_name, &parent_session),
+            (&self.name, ctx.session.clone()),
+            &settings,
+        )
+        .await
+        .map_err(|e| (none, e.to_string()))?;
+        (ctx.source)(Source::Node(parent_name.to_owned()));
+        let result = self
+            .follow(
+                &mut edge,
+                &mut parent_feed,
+                roots,
+                needed,
+                present,
+                tree,
+                i,
+                ctx,
+            )
+            .await;
+        edge.close().await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn follow<L>(
+        &self,
+        edge: &mut Edge,
+        parent_feed: &mut watch::Receiver<Feed>,
+        roots: &[StorePath],
+        needed: &BTreeSet<StorePath>,
+        present: &BTreeSet<StorePath>,
+        tree: &Tree,
+        i: usize,
+        ctx: &mut SeatCopy<'_, L>,
+    ) -> Result<(usize, u64), ((usize, u64), String)>
+    where
+        L: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let mut sent = (0usize, 0u64);
+        let events = ctx.events.clone();
+        let copy = async |edge: &mut Edge, paths: &[StorePath], sent: &mut (usize, u64)| {
+            let (n, bytes) = edge
+                .copy(paths, |p| match p {
+                    Progress::BytesSent(b) => {
+                        let _ = events.send(CopyEvent::BytesSent { bytes: b });
+                    }
+                    Progress::PathsDone(done) => {
+                        let done: Vec<StorePath> = done
+                            .iter()
+                            .filter_map(|p| StorePath::parse(p).ok())
+                            .collect();
+                        self.publish(|f| f.done.extend(done.iter().cloned()));
+                        let _ = events.send(CopyEvent::PathsDone { paths: done });
+                    }
+                })
+                .await?;
+            sent.0 += n;
+            sent.1 += bytes;
+            Ok::<_, EdgeError>(())
+        };
+        // A node that feeds others gets the relay first.
+        if !tree.children(i).is_empty() {
+            let relay = self.fanout.options.relay.clone();
+            copy(edge, std::slice::from_ref(relay.package()), &mut sent)
+                .await
+                .map_err(|e| (sent, e.to_string()))?;
+            if relay_runs(ctx.session, &relay).await {
+                self.publish(|f| f.relay_ready = true);
+            }
+        }
+        let mut seen = 0;
+        loop {
+            let (new, finished) = {
+                let feed = parent_feed.borrow_and_update();
+                let new: Vec<StorePath> = feed.done[seen.min(feed.done.len())..]
+                    .iter()
+                    .filter(|p| needed.contains(*p) && !present.contains(*p))
+                    .cloned()
+                    .collect();
+                seen = feed.done.len();
+                (new, feed.finished)
+            };
+            if !new.is_empty() {
+                copy(edge, &new, &mut sent)
+                    .await
+                    .map_err(|e| (sent, e.to_string()))?;
+            }
+            match finished {
+                // Whatever the batches missed (paths the parent had
+                // before), then done.
+                Some(true) => {
+                    copy(edge, roots, &mut sent)
+                        .await
+                        .map_err(|e| (sent, e.to_string()))?;
+                    return Ok(sent);
+                }
+                Some(false) => {
+                    return Err((
+                        sent,
+                        format!("{} failed", tree.order[tree.parent[i].unwrap_or(0)]),
+                    ))
+                }
+                None => {}
+            }
+            if parent_feed.changed().await.is_err() {
+                return Err((sent, "its feeding node's deploy ended".to_owned()));
+            }
+        }
+    }
+}
+
+/// Whether the relay runs on the node of `session` (the right machine, a
+/// protocol we speak).
+async fn relay_runs(session: &SshSession, relay: &Relay) -> bool {
+    let limits = deploy_remote::Limits::DEFAULT.with_timeout(Duration::from_secs(30));
+    let command = format!("exec {} --version", quote(&relay.program()));
+    match deploy_remote::probe(session, &command, limits).await {
+        Ok(out) => out.status.success() && out.stdout.trim() == protocol::version_line(),
+        Err(_) => false,
+    }
+}

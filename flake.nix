@@ -45,7 +45,7 @@
       # `lib.packagesFor`. System-independent.
       lib = nixDeployLib;
 
-      # `deploy`, `nix-deploy-receive` and `k3s-install-script` added to a
+      # `deploy`, `nix-deploy-receive`, `nix-deploy-relay` and `k3s-install-script` added to a
       # package set.
       overlays.default = final: prev: nixDeployLib.packagesFor final;
 

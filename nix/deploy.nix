@@ -1,9 +1,10 @@
 # The `deploy` command, built from this workspace with the pinned toolchain.
-# `receiver` is the nix-deploy-receive package for this system: its store
-# path is baked into the binary (NIX_DEPLOY_RECEIVER, read at compile
-# time), which also makes it part of deploy's closure, so `nix run
-# .#deploy` can always push it to nodes for zstd copies.
-{ lib, rustPlatform, receiver }:
+# `receiver` and `relay` are the nix-deploy-receive and nix-deploy-relay
+# packages for this system: their store paths are baked into the binary
+# (NIX_DEPLOY_RECEIVER, NIX_DEPLOY_RELAY, read at compile time), which also
+# makes them part of deploy's closure, so `nix run .#deploy` can always
+# push them to nodes, for zstd copies and fan-out.
+{ lib, rustPlatform, receiver, relay }:
 rustPlatform.buildRustPackage {
   pname = "deploy";
   version = "0.1.0";
@@ -11,6 +12,7 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ../Cargo.lock;
   cargoBuildFlags = [ "-p" "deploy-cli" ];
   NIX_DEPLOY_RECEIVER = "${receiver}";
+  NIX_DEPLOY_RELAY = "${relay}";
   # The test suite needs real Nix daemons and root; it runs in scripts/test.
   doCheck = false;
   meta = {

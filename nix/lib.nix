@@ -47,7 +47,7 @@ rec {
       packages = forAllSystems (pkgs:
         let tools = packagesFor pkgs; in
         hostProfiles { inherit pkgs hosts; } // {
-          inherit (tools) deploy nix-deploy-receive;
+          inherit (tools) deploy nix-deploy-receive nix-deploy-relay;
           default = tools.deploy;
         });
       k3sVersion = (nixpkgs.legacyPackages.${builtins.head systems}.k3s or { }).version or null;

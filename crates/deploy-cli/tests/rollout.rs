@@ -269,6 +269,53 @@ fn deploy_compresses_through_the_receiver_on_every_node() {
 }
 
 #[test]
+fn deploy_all_feeds_the_second_node_from_the_first_and_says_so() {
+    let cluster = cluster();
+    let relay = test_support::relay_package();
+    let args = ["--goal", "switch", "--relay", &relay, "--json"];
+    let out = deploy(&cluster, &repo_flake(), &fixture_nixpkgs(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sources: Vec<(String, Value)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "source")
+        .map(|e| (e["node"].as_str().unwrap().to_owned(), e))
+        .collect();
+    assert_eq!(sources.len(), 2, "{text}");
+    let seed = sources
+        .iter()
+        .find(|(_, e)| e["seed"] == true)
+        .map(|(n, _)| n.clone())
+        .expect("a seed");
+    let fed = sources.iter().find(|(n, _)| *n != seed).unwrap();
+    assert_eq!(fed.1["from"], seed.as_str(), "{text}");
+    for node in cluster.nodes() {
+        node.verify_store().unwrap();
+        assert!(!profile_target(node).is_empty(), "{}", node.name());
+        let keys = node.run_ok("cat /root/.ssh/authorized_keys").unwrap();
+        assert!(!keys.contains("nix-deploy-relay"), "{keys}");
+    }
+    // The relay went to the seed only.
+    let has_relay = |name: &str| {
+        let node = if name == MAIN { "main" } else { "worker" };
+        cluster
+            .node(node)
+            .unwrap()
+            .run_ok(&format!(
+                "test -x {relay}/bin/nix-deploy-relay && echo yes || echo no"
+            ))
+            .unwrap()
+    };
+    assert_eq!(has_relay(&seed), "yes\n");
+    assert_eq!(has_relay(&fed.0), "no\n");
+}
+
+#[test]
 fn a_node_that_is_down_fails_alone_with_a_partial_exit_code() {
     let cluster = cluster();
     let worker = cluster.node("worker").unwrap();

@@ -37,7 +37,8 @@ async fn flake_check_passes_and_outputs_cover_both_systems() {
                 "deploy",
                 "k8s-cluster-main",
                 "k8s-cluster-node-1",
-                "nix-deploy-receive"
+                "nix-deploy-receive",
+                "nix-deploy-relay"
             ],
             "{system}"
         );
@@ -48,7 +49,8 @@ async fn flake_check_passes_and_outputs_cover_both_systems() {
                 "deploy",
                 "k8s-cluster-main",
                 "k8s-cluster-node-1",
-                "nix-deploy-receive"
+                "nix-deploy-receive",
+                "nix-deploy-relay"
             ]
         );
         assert_eq!(keys(&show["devShells"][system]), ["default"]);
@@ -69,6 +71,16 @@ async fn flake_check_passes_and_outputs_cover_both_systems() {
             .await
             .expect("eval");
         assert_eq!(baked, receiver, "{system}");
+        // … and its relay.
+        let baked = nix
+            .eval_json(&format!("packages.{system}.deploy.NIX_DEPLOY_RELAY"))
+            .await
+            .expect("eval");
+        let relay = nix
+            .eval_json(&format!("packages.{system}.nix-deploy-relay.outPath"))
+            .await
+            .expect("eval");
+        assert_eq!(baked, relay, "{system}");
     }
 
     // The default app runs the default package's bin/deploy.

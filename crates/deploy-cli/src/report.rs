@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nix_deploy::copy::CopyEvent;
 use nix_deploy::deploy::{DeployEvent, NodeError, NodeOutcome, NodePlan, NodeStatus};
-use nix_deploy::diff::NodeDiff;
+use nix_deploy::diff::{NodeDiff, Uplink};
 use nix_deploy::fanout::Source;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -106,7 +106,13 @@ fn label(p: &nix_deploy::diff::Package) -> String {
 }
 
 /// `--diff` results.
-pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool) {
+pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool, fan_out: bool) {
+    let uplink = Uplink::of(diffs.iter().filter_map(|(_, r)| r.as_ref().ok()));
+    let through = if fan_out {
+        uplink.bytes
+    } else {
+        uplink.direct_bytes
+    };
     if as_json {
         let nodes: Vec<Value> = diffs
             .iter()
@@ -115,7 +121,9 @@ pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool) {
                 Err(e) => json!({"name": name, "error": e.to_string()}),
             })
             .collect();
-        println!("{}", json!({ "nodes": nodes }));
+        let uplink = json!({"fanOut": fan_out, "paths": uplink.paths, "bytes": through,
+            "fanOutBytes": uplink.bytes, "directBytes": uplink.direct_bytes});
+        println!("{}", json!({ "nodes": nodes, "uplink": uplink }));
         return;
     }
     for (name, r) in diffs {
@@ -151,6 +159,21 @@ pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool) {
             d.transfer_paths,
             HumanBytes(d.transfer_bytes)
         );
+    }
+    if diffs.len() > 1 && uplink.paths > 0 {
+        match fan_out {
+            true => println!(
+                "uplink: {} paths, {} from here, each once (fan-out; {} with a copy to each node)",
+                uplink.paths,
+                HumanBytes(uplink.bytes),
+                HumanBytes(uplink.direct_bytes)
+            ),
+            false => println!(
+                "uplink: {} from here, a copy to each node ({} with fan-out)",
+                HumanBytes(uplink.direct_bytes),
+                HumanBytes(uplink.bytes)
+            ),
+        }
     }
 }
 

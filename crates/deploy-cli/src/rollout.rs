@@ -237,7 +237,8 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     if args.diff {
         let diffs = diff_nodes(plans, &opts).await;
         let failed = total - diffs.iter().filter(|(_, r)| r.is_ok()).count();
-        report::diffs(&diffs, args.json);
+        let fan_out = args.fan_out.options()?.is_some();
+        report::diffs(&diffs, args.json, fan_out);
         return Ok(exit_code(failed, total));
     }
     opts.copy.signing_key = args.signing.load()?;

@@ -272,6 +272,26 @@ fn deploy_compresses_through_the_receiver_on_every_node() {
 fn deploy_all_feeds_the_second_node_from_the_first_and_says_so() {
     let cluster = cluster();
     let relay = test_support::relay_package();
+    // The preview says what crosses the uplink: the shared paths once.
+    let preview = json(&deploy(
+        &cluster,
+        &repo_flake(),
+        &fixture_nixpkgs(),
+        &["--diff", "--json", "--relay", &relay],
+    ));
+    let uplink = &preview["uplink"];
+    assert_eq!(uplink["fanOut"], true, "{preview}");
+    let (once, direct) = (
+        uplink["bytes"].as_u64().unwrap(),
+        uplink["directBytes"].as_u64().unwrap(),
+    );
+    let sum: u64 = preview["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["diff"]["transferBytes"].as_u64().unwrap())
+        .sum();
+    assert!(0 < once && once < direct && direct == sum, "{preview}");
     let args = ["--goal", "switch", "--relay", &relay, "--json"];
     let out = deploy(&cluster, &repo_flake(), &fixture_nixpkgs(), &args);
     assert!(

@@ -73,6 +73,38 @@ pub struct NodeDiff {
     pub transfer_paths: usize,
     /// NAR bytes of those paths.
     pub transfer_bytes: u64,
+    /// Those paths, with their NAR sizes.
+    pub transfer: BTreeMap<StorePath, u64>,
+}
+
+/// What a deploy of several nodes sends through the deployer's uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uplink {
+    /// Paths lacking on some node, each counted once.
+    pub paths: usize,
+    /// Their NAR bytes: what fan-out sends (about: the seed may also lack
+    /// paths that only other nodes have).
+    pub bytes: u64,
+    /// The NAR bytes of every node's own transfer added up: what direct
+    /// copies send.
+    pub direct_bytes: u64,
+}
+
+impl Uplink {
+    /// The uplink's share of `diffs`.
+    pub fn of<'a>(diffs: impl IntoIterator<Item = &'a NodeDiff>) -> Self {
+        let mut union: BTreeMap<&StorePath, u64> = BTreeMap::new();
+        let mut direct_bytes = 0;
+        for d in diffs {
+            direct_bytes += d.transfer_bytes;
+            union.extend(d.transfer.iter().map(|(p, s)| (p, *s)));
+        }
+        Uplink {
+            paths: union.len(),
+            bytes: union.values().sum(),
+            direct_bytes,
+        }
+    }
 }
 
 impl NodeDiff {
@@ -137,6 +169,10 @@ impl NodeDiff {
                 .filter_map(|p| new.get(p))
                 .map(|i| i.nar_size)
                 .sum(),
+            transfer: missing
+                .iter()
+                .filter_map(|p| Some((p.clone(), new.get(p)?.nar_size)))
+                .collect(),
             old_profile,
             new_profile,
         }

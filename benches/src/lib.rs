@@ -77,3 +77,63 @@ pub fn deploy_binary() -> Result<std::path::PathBuf, String> {
     }
     Ok(deploy)
 }
+
+/// Everything a method needs about the closure.
+pub struct Closure {
+    /// The shape's name.
+    pub shape: String,
+    /// The root store path.
+    pub root: String,
+    /// Its closure, as `nix-store -qR` lists it.
+    pub paths: Vec<String>,
+    /// The sum of the paths' NAR sizes.
+    pub nar_bytes: u64,
+    /// The size of `nix-store --export` of the closure.
+    pub export_bytes: u64,
+}
+
+/// Builds `tests/fixtures/real-closure.nix` in `shape` (salted) and
+/// measures its closure (which also warms the page cache).
+pub fn real_closure(salt: &str, shape: &str) -> Result<Closure, String> {
+    let expr = test_support::repo_root().join("tests/fixtures/real-closure.nix");
+    eprintln!("building {} (salt {salt}, shape {shape}) …", expr.display());
+    let mut cmd = Command::new("nix-build");
+    cmd.arg(&expr)
+        .args(["--no-out-link", "--option", "substituters", ""])
+        .args(["--max-jobs", "6", "--argstr", "salt", salt])
+        .args(["--argstr", "shape", shape]);
+    let root = measure(&mut cmd)?.stdout.trim().to_owned();
+    let paths: Vec<String> = measure(Command::new("nix-store").args(["-qR", &root]))?
+        .stdout
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let sizes = measure(
+        Command::new("nix-store")
+            .args(["-q", "--size"])
+            .args(&paths),
+    )?;
+    let nar_bytes = sizes
+        .stdout
+        .lines()
+        .map(|l| {
+            l.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("size {l}: {e}"))
+        })
+        .sum::<Result<u64, String>>()?;
+    let script = "set -o pipefail; nix-store --export $(nix-store -qR \"$1\") | wc -c";
+    let export = measure(Command::new("bash").args(["-c", script, "bash", &root]))?;
+    let export_bytes = export
+        .stdout
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad wc output {}", export.stdout))?;
+    Ok(Closure {
+        shape: shape.to_owned(),
+        root,
+        paths,
+        nar_bytes,
+        export_bytes,
+    })
+}

@@ -26,11 +26,12 @@ mod deploy_all;
 mod methods;
 
 use std::collections::BTreeMap;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use benches::{measure, median};
-use methods::{Closure, Method, Run};
+use benches::median;
+use benches::Closure;
+use methods::{Method, Run};
 use test_cluster::{Cluster, ClusterSpec, NodeKind};
 
 struct Args {
@@ -158,7 +159,7 @@ fn bench(a: &Args) -> Result<(), String> {
     let receiver = test_support::receiver_package();
     let mut summary = Vec::new();
     for shape in &a.shapes {
-        let closure = build(&a.salt, shape)?;
+        let closure = benches::real_closure(&a.salt, shape)?;
         let flake = a
             .methods
             .contains(&Method::DeployAll)
@@ -276,51 +277,6 @@ fn timed(
         measured,
         node_cpu,
         compression,
-    })
-}
-
-/// Builds the fixture and measures its closure (and warms the page cache).
-fn build(salt: &str, shape: &str) -> Result<Closure, String> {
-    let expr = test_support::repo_root().join("tests/fixtures/real-closure.nix");
-    eprintln!("building {} (salt {salt}, shape {shape}) …", expr.display());
-    let mut cmd = Command::new("nix-build");
-    cmd.arg(&expr)
-        .args(["--no-out-link", "--option", "substituters", ""])
-        .args(["--max-jobs", "6", "--argstr", "salt", salt])
-        .args(["--argstr", "shape", shape]);
-    let root = measure(&mut cmd)?.stdout.trim().to_owned();
-    let paths: Vec<String> = measure(Command::new("nix-store").args(["-qR", &root]))?
-        .stdout
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let sizes = measure(
-        Command::new("nix-store")
-            .args(["-q", "--size"])
-            .args(&paths),
-    )?;
-    let nar_bytes = sizes
-        .stdout
-        .lines()
-        .map(|l| {
-            l.trim()
-                .parse::<u64>()
-                .map_err(|e| format!("size {l}: {e}"))
-        })
-        .sum::<Result<u64, String>>()?;
-    let script = "set -o pipefail; nix-store --export $(nix-store -qR \"$1\") | wc -c";
-    let export = measure(Command::new("bash").args(["-c", script, "bash", &root]))?;
-    let export_bytes = export
-        .stdout
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad wc output {}", export.stdout))?;
-    Ok(Closure {
-        shape: shape.to_owned(),
-        root,
-        paths,
-        nar_bytes,
-        export_bytes,
     })
 }
 

@@ -26,6 +26,10 @@ pub struct Cluster {
     ssh_config: PathBuf,
     nodes: Vec<Node>,
     apt_proxy: Option<AptProxy>,
+    /// The cluster's /24 (number in 10.213.0.0/16).
+    slot: u8,
+    /// The deployer's own namespace, once asked for.
+    deployer: std::sync::Mutex<Option<net::Link>>,
 }
 
 impl Cluster {
@@ -67,6 +71,8 @@ impl Cluster {
             id,
             nodes: Vec::new(),
             apt_proxy: None,
+            slot: 0,
+            deployer: std::sync::Mutex::new(None),
         };
         fs::create_dir_all(&cluster.dir)
             .map_err(io(format!("creating {}", cluster.dir.display())))?;
@@ -80,6 +86,7 @@ impl Cluster {
         let public = fs::read_to_string(&public_path)
             .map_err(io(format!("reading {}", public_path.display())))?;
         let slot = state::reserve_slot(&cluster.id)?;
+        cluster.slot = slot;
         net::create_bridge(&cluster.id, slot)?;
         let started: Vec<Result<Node>> = thread::scope(|scope| {
             let handles: Vec<_> = spec
@@ -157,6 +164,37 @@ impl Cluster {
     /// not what the nodes sent each other).
     pub fn uplink_sent_bytes(&self) -> Result<u64> {
         crate::net::bridge_sent_bytes(&self.id)
+    }
+
+    /// A network namespace of its own for the deployer, on the cluster's
+    /// bridge (address `.254`) behind a link of `rate_mbit` Mbit/s each way
+    /// (`None`: unshaped), made the first time and reshaped after; returns
+    /// its name, to run a deployer in it with `ip netns exec NAME …`. The
+    /// nodes' network between each other stays unshaped. Unlike
+    /// [`Cluster::shape_uplink`] (for a deployer in this process, whose
+    /// replies come back unshaped) both directions are shaped, as on a real
+    /// uplink, so that a link probe reads it right.
+    pub fn deployer_netns(&self, rate_mbit: Option<u32>) -> Result<String> {
+        let mut deployer = self.deployer.lock().unwrap_or_else(|e| e.into_inner());
+        if deployer.is_none() {
+            *deployer = Some(net::Link::create(&self.id, net::DEPLOYER, self.slot)?);
+        }
+        let link = deployer.as_ref().ok_or_else(|| ClusterError::Node {
+            node: "deployer".to_owned(),
+            detail: "no link".to_owned(),
+        })?;
+        link.shape(rate_mbit)?;
+        Ok(link.netns.clone())
+    }
+
+    /// Bytes the deployer's namespace sent so far ([`Cluster::deployer_netns`]).
+    pub fn deployer_sent_bytes(&self) -> Result<u64> {
+        let deployer = self.deployer.lock().unwrap_or_else(|e| e.into_inner());
+        match deployer.as_ref() {
+            // What its veth's host end received.
+            Some(link) => net::counter(&link.host_if, "rx_bytes"),
+            None => Ok(0),
+        }
     }
 
     /// The nodes, in the order of the spec.

@@ -23,7 +23,10 @@ pub(crate) struct Link {
 }
 
 /// How many nodes a cluster's /24 holds.
-pub(crate) const MAX_NODES: usize = 253;
+pub(crate) const MAX_NODES: usize = 252;
+
+/// The link index of the deployer's own namespace (address `.254`).
+pub(crate) const DEPLOYER: u8 = 252;
 
 /// Address `host` of /24 number `slot` in 10.213.0.0/16.
 fn address(slot: u8, host: u8) -> Ipv4Addr {
@@ -61,7 +64,12 @@ pub(crate) fn shape_bridge(id: &str, rate_mbit: Option<u32>) -> Result<()> {
 /// Bytes the host sent into cluster `id`'s bridge so far (to its nodes,
 /// not counting what they send each other).
 pub(crate) fn bridge_sent_bytes(id: &str) -> Result<u64> {
-    let path = format!("/sys/class/net/{}/statistics/tx_bytes", bridge(id));
+    counter(&bridge(id), "tx_bytes")
+}
+
+/// A statistic of a network device of the host's namespace.
+pub(crate) fn counter(dev: &str, name: &str) -> Result<u64> {
+    let path = format!("/sys/class/net/{dev}/statistics/{name}");
     let text = std::fs::read_to_string(&path).map_err(|source| ClusterError::Io {
         what: format!("reading {path}"),
         source,

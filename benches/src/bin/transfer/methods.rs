@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use benches::{deploy_binary, measure, Measured};
+use benches::{deploy_binary, measure, Closure, Measured};
 use serde_json::Value;
 use test_cluster::{Cluster, Node};
 
@@ -50,20 +50,6 @@ impl Method {
             Method::Pipe => "export | ssh wc -c",
         }
     }
-}
-
-/// Everything a method needs about the closure.
-pub struct Closure {
-    /// The shape's name.
-    pub shape: String,
-    /// The root store path.
-    pub root: String,
-    /// Its closure, as `nix-store -qR` lists it.
-    pub paths: Vec<String>,
-    /// The sum of the paths' NAR sizes.
-    pub nar_bytes: u64,
-    /// The size of `nix-store --export` of the closure.
-    pub export_bytes: u64,
 }
 
 /// What one run of a method gave.

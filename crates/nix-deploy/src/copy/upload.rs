@@ -154,7 +154,12 @@ impl<C: Connector + 'static> Upload<C> {
                 }
             }
         }
-        drop(connections);
+        // Each daemon gets its end-of-file (a dropped connection would hold
+        // one of the node's SSH sessions until the whole session ends).
+        let closing = connections
+            .into_iter()
+            .map(|c| tokio::time::timeout(std::time::Duration::from_secs(10), c.close()));
+        futures_util::future::join_all(closing).await;
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),

@@ -49,6 +49,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
         })
     }
 
+    /// Ends the connection: flushes and closes our side of the stream, so
+    /// the daemon sees end-of-file and exits (over SSH, its channel then
+    /// closes; a dropped client leaves a `nix-daemon --stdio` waiting for
+    /// input, holding one of the connection's sessions).
+    pub async fn close(mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.shutdown().await
+    }
+
     /// The negotiated protocol version (the minimum of both sides').
     pub fn version(&self) -> ProtocolVersion {
         self.neg.version

@@ -30,9 +30,6 @@ pub struct CopyArgs {
     /// measured link, 4 to 8, or 2 when compressing).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Let the node substitute from its own binary caches first.
-    #[arg(long)]
-    substitute_on_node: bool,
     /// Ask the node to check signatures even if we are a trusted user.
     #[arg(long)]
     check_sigs: bool,
@@ -113,7 +110,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
     let renderer = tokio::spawn(progress::render(mode, name.clone(), rx));
     let options = CopyOptions {
         jobs: args.jobs,
-        substitute_on_node: args.substitute_on_node,
+        substitute_on_node: args.transfer.substitute(),
         check_signatures: args.check_sigs,
         signing_key,
         compression: args.transfer.compression(),

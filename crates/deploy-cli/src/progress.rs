@@ -118,6 +118,16 @@ pub fn transport_line(event: &CopyEvent) -> Option<String> {
             format!("link not measured ({reason}): copying as over a fast link")
         }
         CopyEvent::Compression { method, reason } => format!("compression: {method} ({reason})"),
+        CopyEvent::Substituted {
+            skipped: Some(reason),
+            ..
+        } => format!("not substituting ({reason}): uploading everything"),
+        CopyEvent::Substituted {
+            paths, nar_bytes, ..
+        } => format!(
+            "fetched {paths} paths ({}) from its own binary caches",
+            indicatif::HumanBytes(*nar_bytes)
+        ),
         _ => return None,
     })
 }
@@ -145,6 +155,13 @@ pub fn transport_json(node: &str, event: &CopyEvent) -> Option<Value> {
                 CompressionMethod::Zstd { level } => ("zstd", Some(*level)),
             };
             json!({"event": "compression", "node": node, "method": name, "level": level, "reason": reason})
+        }
+        CopyEvent::Substituted {
+            paths,
+            nar_bytes,
+            skipped,
+        } => {
+            json!({"event": "substituted", "node": node, "paths": paths, "narBytes": nar_bytes, "skipped": skipped})
         }
         _ => return None,
     })

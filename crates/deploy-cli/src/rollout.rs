@@ -146,6 +146,7 @@ impl RolloutArgs {
             copy: CopyOptions {
                 jobs: self.connections,
                 compression: self.transfer.compression(),
+                substitute_on_node: self.transfer.substitute(),
                 ..CopyOptions::default()
             },
             ssh: SshOptions {

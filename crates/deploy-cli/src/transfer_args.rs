@@ -1,5 +1,6 @@
-//! `--compression` and `--receiver`, shared by `deploy copy` and the deploy
-//! itself: whether copies compress and with what the nodes decompress.
+//! `--compression`, `--receiver` and `--substitute-on-node`, shared by
+//! `deploy copy` and the deploy itself: whether copies compress, with what
+//! the nodes decompress, and whether nodes first fetch from their caches.
 //!
 //! The receiver (`nix-deploy-receive`, the `deploy-receive` crate) is a
 //! package in the local store. By default it is the one this `deploy` was
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use nix_deploy::compress::{Receiver, ReceiverError};
-use nix_deploy::copy::Compression;
+use nix_deploy::copy::{Compression, Substitute};
 use nix_wire::StorePath;
 
 /// The receiver this binary was built with, if any.
@@ -32,6 +33,24 @@ pub struct TransferArgs {
     /// Default: the one this deploy was built with, if any.
     #[arg(long, value_name = "PATH")]
     pub receiver: Option<PathBuf>,
+    /// Let nodes fetch what their own binary caches (their nix.conf
+    /// `substituters`) have before the upload: `auto` asks them and uses
+    /// the caches that answer within 10 s; `yes` waits for them however
+    /// long; `no` uploads everything (the flag alone means `yes`).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SubstituteArg::Auto,
+          num_args = 0..=1, default_missing_value = "yes")]
+    pub substitute_on_node: SubstituteArg,
+}
+
+/// `--substitute-on-node` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubstituteArg {
+    /// When the node's caches answer in time.
+    Auto,
+    /// Always, however long they take.
+    Yes,
+    /// Never.
+    No,
 }
 
 /// `--compression` values.
@@ -63,6 +82,15 @@ impl TransferArgs {
             CompressionArg::Auto => Compression::Auto,
             CompressionArg::Yes => Compression::Always,
             CompressionArg::No => Compression::Never,
+        }
+    }
+
+    /// Whether nodes substitute from their own caches first.
+    pub fn substitute(&self) -> Substitute {
+        match self.substitute_on_node {
+            SubstituteArg::Auto => Substitute::default(),
+            SubstituteArg::Yes => Substitute::Always,
+            SubstituteArg::No => Substitute::Never,
         }
     }
 

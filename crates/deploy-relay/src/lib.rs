@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_ssh::{Agent, ConfigFile, PrivateKey, PublicKey, SshOptions, SshSession, Target};
-use nix_deploy::copy::{Compression, CopyEvent, CopyOptions, NodeStore};
+use nix_deploy::copy::{Compression, CopyEvent, CopyOptions, NodeStore, Substitute};
 use nix_deploy::fanout::protocol::{self, Progress, RelayTarget, Reply, Request};
 use nix_deploy::remote::SshConnector;
 use nix_wire::daemon::{self, ClientConfig, DaemonClient};
@@ -166,8 +166,10 @@ async fn converse(
                 let _ = replies.send(Reply::Progress(progress));
             }
         };
+        // Fed paths come from this node: the target's caches are not asked.
         let options = CopyOptions {
             compression: Compression::Never,
+            substitute_on_node: Substitute::Never,
             ..CopyOptions::default()
         };
         let never = CancellationToken::new();

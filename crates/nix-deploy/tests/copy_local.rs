@@ -70,7 +70,7 @@ async fn copies_a_closure_then_nothing_then_only_the_new_half() {
                     done += paths.len();
                 }
                 CopyEvent::BytesSent { bytes: b } => bytes += b,
-                CopyEvent::DaemonLog { .. } => {}
+                CopyEvent::DaemonLog { .. } | CopyEvent::Substituted { .. } => {}
                 CopyEvent::Compression { method, .. } => {
                     assert_eq!(method, CompressionMethod::None, "a local command is fast")
                 }

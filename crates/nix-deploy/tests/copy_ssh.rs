@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deploy_ssh::{ConfigFile, SshOptions, SshSession, Target, DEFAULT_DAEMON_COMMAND};
-use nix_deploy::copy::{CompressionMethod, CopyEvent, CopyOptions, NodeStore};
+use nix_deploy::copy::{CompressionMethod, CopyEvent, CopyOptions, NodeStore, Substitute};
 use nix_deploy::remote::SshConnector;
 use nix_wire::daemon::{connect_local, ClientConfig, DaemonClient, LocalTransport};
 use nix_wire::StorePath;
@@ -282,17 +282,15 @@ async fn the_node_substitutes_what_its_own_cache_has_and_we_upload_the_rest() {
     ))
     .unwrap();
 
+    // By default (auto) the node is asked, answers, and fetches them.
     let mut store = open(&cluster, node).await;
-    let opts = CopyOptions {
-        substitute_on_node: true,
-        ..CopyOptions::default()
-    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let r = store
         .copy_closure(
             &mut local().await,
             std::slice::from_ref(&root),
-            &opts,
-            None,
+            &CopyOptions::default(),
+            Some(tx),
             &cancel,
         )
         .await
@@ -302,8 +300,89 @@ async fn the_node_substitutes_what_its_own_cache_has_and_we_upload_the_rest() {
         (10, fx.closure.len() - 10),
         "{r:?}"
     );
+    let mut substituted = None;
+    while let Ok(e) = rx.try_recv() {
+        if let CopyEvent::Substituted { paths, skipped, .. } = e {
+            substituted = Some((paths, skipped));
+        }
+    }
+    assert_eq!(substituted, Some((10, None)));
     verify(node);
     assert_eq!(node_closure(node, &fx.root), fx.closure);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_that_is_down_or_silent_costs_at_most_the_wait_and_everything_is_uploaded() {
+    let fx = fixture_closure(20, "ssh-subst-down", 4);
+    let root = StorePath::parse(&fx.root).unwrap();
+    let cluster = Cluster::start(&ClusterSpec::new().node("n", NodeKind::Trixie)).unwrap();
+    let node = &cluster.nodes()[0];
+    // A cache that accepts connections and never answers, and one that
+    // refuses them.
+    let silent = std::net::TcpListener::bind((node.host_ip(), 0)).unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept() {
+            open.push(conn);
+            if open.len() > 64 {
+                break;
+            }
+        }
+    });
+    let refused = std::net::TcpListener::bind((node.host_ip(), 0)).unwrap();
+    let refused_port = refused.local_addr().unwrap().port();
+    drop(refused);
+    let ask_within = Duration::from_secs(3);
+    // Nix retries a refused download (download-attempts, with backoff),
+    // so both keep the node from answering in time.
+    for cache in [
+        format!("http://{}:{refused_port}", node.host_ip()),
+        format!("http://{}:{silent_port}", node.host_ip()),
+    ] {
+        node.run_ok(&format!(
+            "sed -i '/^substituters/d' /etc/nix/nix.conf; echo 'substituters = {cache}' >> /etc/nix/nix.conf; \
+             nix-store --delete $(nix-store -qR {root} 2>/dev/null) >/dev/null 2>&1 || true",
+            root = fx.root
+        ))
+        .unwrap();
+        let mut store = open(&cluster, node).await;
+        let opts = CopyOptions {
+            substitute_on_node: Substitute::Auto { ask_within },
+            ..CopyOptions::default()
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let start = Instant::now();
+        let r = store
+            .copy_closure(
+                &mut local().await,
+                std::slice::from_ref(&root),
+                &opts,
+                Some(tx),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert_eq!(r.sent_paths, fx.closure.len(), "{cache}: {r:?}");
+        let said: Vec<Option<String>> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|e| match e {
+                CopyEvent::Substituted { skipped, .. } => Some(skipped),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(said.len(), 1, "{cache}: {said:?}");
+        let reason = said[0].as_deref().unwrap_or_default();
+        assert!(reason.contains("did not answer within 3 s"), "{reason}");
+        assert!(
+            took < ask_within + Duration::from_secs(20),
+            "{cache}: {took:?}"
+        );
+        drop(store);
+        verify(node);
+        assert_eq!(node_closure(node, &fx.root), fx.closure);
+    }
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,18 +81,23 @@ pub fn peers() -> Vec<Peer> {
     out
 }
 
+/// What every peer's Nix runs with: no substituters, as the test nodes'
+/// nix.conf says too (this machine is offline: a daemon asked what its
+/// caches have would retry cache.nixos.org for seconds).
+const PEER_CONFIG: &str = "substituters =";
+
 impl Peer {
     /// A command running `program` with this peer's Nix.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new(&self.wrapper);
-        c.arg(program);
+        c.arg(program).env("NIX_CONFIG", PEER_CONFIG);
         c
     }
 
     /// The same as [`Peer::command`], for tokio.
     pub fn tokio_command(&self, program: &str) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.wrapper);
-        c.arg(program);
+        c.arg(program).env("NIX_CONFIG", PEER_CONFIG);
         c
     }
 }

@@ -72,6 +72,16 @@ pub enum CopyEvent {
         /// The new level.
         level: i32,
     },
+    /// The node fetched paths from its own binary caches before the
+    /// upload ([`crate::copy::Substitute`]), or did not ask them and why.
+    Substituted {
+        /// Paths it fetched.
+        paths: usize,
+        /// Their NAR bytes, as its caches announced them.
+        nar_bytes: u64,
+        /// Why it did not, when it did not.
+        skipped: Option<String>,
+    },
     /// A line the node's daemon logged.
     DaemonLog {
         /// The text.

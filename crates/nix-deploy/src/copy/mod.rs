@@ -51,15 +51,44 @@ pub enum Compression {
     Never,
 }
 
+/// Whether the node first fetches what its own binary caches (its
+/// `substituters`) have, so that only the rest is uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Substitute {
+    /// Ask the node which missing paths its caches have, on a connection
+    /// of its own, and have it fetch those if it answers within
+    /// `ask_within`; a node whose caches are down, unreachable or silent
+    /// costs that wait at most (the question is dropped with its
+    /// connection) and gets everything uploaded.
+    Auto {
+        /// How long the node may take to answer.
+        ask_within: Duration,
+    },
+    /// Let the node fetch what it can, however long its caches take.
+    Always,
+    /// Upload everything the node lacks.
+    Never,
+}
+
+/// How long [`Substitute::Auto`] waits by default for the node's caches.
+pub const SUBSTITUTE_ASK_WITHIN: Duration = Duration::from_secs(10);
+
+impl Default for Substitute {
+    fn default() -> Self {
+        Substitute::Auto {
+            ask_within: SUBSTITUTE_ASK_WITHIN,
+        }
+    }
+}
+
 /// How a copy behaves.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
     /// Upload connections; `None` (the default) sizes them from the
     /// measured link ([`plan`]).
     pub jobs: Option<usize>,
-    /// Let the node fetch what it can from its own binary caches first
-    /// and upload only the rest.
-    pub substitute_on_node: bool,
+    /// Whether the node first fetches what its own binary caches have.
+    pub substitute_on_node: Substitute,
     /// Ask the node to check signatures. When false we ask it not to, which
     /// it honours only for trusted users (root, or `trusted-users`).
     pub check_signatures: bool,
@@ -201,12 +230,26 @@ impl<C: Connector + 'static> NodeStore<C> {
                 .await
                 .map_err(self.remote_err())?;
         }
-        let substitute = options.substitute_on_node && self.main.version().at_least(27);
-        let present = self
+        // Substituting on the node's side needs protocol 1.27.
+        let substitute = match self.main.version().at_least(27) {
+            true => options.substitute_on_node,
+            false => Substitute::Never,
+        };
+        let mut present = self
             .main
-            .query_valid_paths(closure.keys(), substitute)
+            .query_valid_paths(closure.keys(), substitute == Substitute::Always)
             .await
             .map_err(self.remote_err())?;
+        if let Substitute::Auto { ask_within } = substitute {
+            let missing: Vec<StorePath> = closure
+                .keys()
+                .filter(|p| !present.contains(*p))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                present.extend(self.substitute(&missing, ask_within, &events).await?);
+            }
+        }
         let mut missing: Vec<PathInfo> = closure
             .into_iter()
             .filter(|(p, _)| !present.contains(p))
@@ -263,6 +306,75 @@ impl<C: Connector + 'static> NodeStore<C> {
             elapsed: start.elapsed(),
             ..report
         })
+    }
+
+    /// [`Substitute::Auto`]: asks the node, on a connection of its own,
+    /// which of `missing` its caches have, and has it fetch those; returns
+    /// the paths now valid there. A node that can't answer within
+    /// `ask_within` (its caches down or silent) is left alone.
+    async fn substitute(
+        &mut self,
+        missing: &[StorePath],
+        ask_within: Duration,
+        events: &Events,
+    ) -> Result<Vec<StorePath>, CopyError> {
+        let connector = self.connector.clone();
+        let ask = async {
+            let stream = connector.connect().await.map_err(|e| e.to_string())?;
+            let mut side = DaemonClient::connect(stream, ClientConfig::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let found = side
+                .query_missing(missing)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((side, found))
+        };
+        let skipped = |reason: String| {
+            events.send(CopyEvent::Substituted {
+                paths: 0,
+                nar_bytes: 0,
+                skipped: Some(reason),
+            });
+            Vec::new()
+        };
+        let (mut side, found) = match tokio::time::timeout(ask_within, ask).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                return Ok(skipped(format!(
+                    "the node could not say what its caches have: {e}"
+                )))
+            }
+            Err(_) => {
+                return Ok(skipped(format!(
+                    "its binary caches did not answer within {} s",
+                    ask_within.as_secs_f64()
+                )))
+            }
+        };
+        if found.will_substitute.is_empty() {
+            let _ = side.close().await;
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<StorePath> = found.will_substitute.into_iter().collect();
+        // The daemon fetches what it is asked to check with substitution
+        // on; a path it could not fetch stays missing and is uploaded.
+        if let Err(e) = side.query_valid_paths(&wanted, true).await {
+            return Ok(skipped(format!("the node's substitution failed: {e}")));
+        }
+        let _ = side.close().await;
+        let valid = self
+            .main
+            .query_valid_paths(&wanted, false)
+            .await
+            .map_err(self.remote_err())?;
+        let got: Vec<StorePath> = wanted.into_iter().filter(|p| valid.contains(p)).collect();
+        events.send(CopyEvent::Substituted {
+            paths: got.len(),
+            nar_bytes: found.nar_size,
+            skipped: None,
+        });
+        Ok(got)
     }
 
     fn settings<'a>(

@@ -285,8 +285,18 @@ pub fn relay_package() -> String {
 }
 
 /// Builds `bin` of crate `krate` with cargo and adds it to the local store
-/// as a package `bin` holding `bin/<bin>`.
+/// as a package `bin` holding `bin/<bin>`. Under `scripts/test`,
+/// `NIX_DEPLOY_TEST_PROGRAMS` names the directory where the suite's own
+/// `cargo test --workspace` put it (the crate has integration tests, so
+/// that build makes its binary): taken as it is, which spares the suite a
+/// second build of its dependencies with another feature set.
 fn cargo_package(krate: &str, bin: &str) -> String {
+    if let Some(dir) = std::env::var_os("NIX_DEPLOY_TEST_PROGRAMS") {
+        let file = PathBuf::from(dir).join(bin);
+        if let Ok(program) = std::fs::read(&file) {
+            return package_holding(bin, bin, &program, true);
+        }
+    }
     let release = !cfg!(debug_assertions);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);

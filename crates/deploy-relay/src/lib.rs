@@ -60,7 +60,7 @@ where
         }
     });
     // Requests are read on their own, so that the end of stdin ends a copy
-    // under way too.
+    // under way too (`gone`).
     let (requests, mut inbox) = mpsc::unbounded_channel::<Result<Request, String>>();
     let gone = CancellationToken::new();
     let reader = {
@@ -88,10 +88,7 @@ where
             gone.cancel();
         })
     };
-    let result = tokio::select! {
-        r = converse(&mut inbox, &replies) => r,
-        () = gone.cancelled() => Ok(()),
-    };
+    let result = converse(&mut inbox, &replies, &gone).await;
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -105,10 +102,12 @@ where
     code
 }
 
-/// The conversation, request by request; an error ends it.
+/// The conversation, request by request (those read before stdin ended
+/// included); an error ends it, and the end of stdin ends a copy under way.
 async fn converse(
     inbox: &mut mpsc::UnboundedReceiver<Result<Request, String>>,
     replies: &mpsc::UnboundedSender<Reply>,
+    gone: &CancellationToken,
 ) -> Result<(), String> {
     let key = Arc::new(new_key()?);
     let public_key = key
@@ -174,7 +173,10 @@ async fn converse(
         };
         let never = CancellationToken::new();
         let copy = store.copy_closure(&mut local, &roots, &options, Some(events), &never);
-        let (report, ()) = tokio::join!(copy, forward);
+        let (report, ()) = tokio::select! {
+            done = async { tokio::join!(copy, forward) } => done,
+            () = gone.cancelled() => return Ok(()),
+        };
         let report = report.map_err(|e| e.to_string())?;
         let _ = replies.send(Reply::Copied {
             sent_paths: report.sent_paths,

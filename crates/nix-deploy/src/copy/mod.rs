@@ -247,7 +247,7 @@ impl<C: Connector + 'static> NodeStore<C> {
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                present.extend(self.substitute(&missing, ask_within, &events).await?);
+                present.extend(self.substitute(&missing, ask_within, &events).await);
             }
         }
         let mut missing: Vec<PathInfo> = closure
@@ -313,14 +313,13 @@ impl<C: Connector + 'static> NodeStore<C> {
     /// the paths now valid there. A node that can't answer within
     /// `ask_within` (its caches down or silent) is left alone.
     async fn substitute(
-        &mut self,
+        &self,
         missing: &[StorePath],
         ask_within: Duration,
         events: &Events,
-    ) -> Result<Vec<StorePath>, CopyError> {
-        let connector = self.connector.clone();
+    ) -> Vec<StorePath> {
         let ask = async {
-            let stream = connector.connect().await.map_err(|e| e.to_string())?;
+            let stream = self.connector.connect().await.map_err(|e| e.to_string())?;
             let mut side = DaemonClient::connect(stream, ClientConfig::default())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -341,40 +340,35 @@ impl<C: Connector + 'static> NodeStore<C> {
         let (mut side, found) = match tokio::time::timeout(ask_within, ask).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
-                return Ok(skipped(format!(
-                    "the node could not say what its caches have: {e}"
-                )))
+                return skipped(format!("the node could not say what its caches have: {e}"))
             }
             Err(_) => {
-                return Ok(skipped(format!(
+                return skipped(format!(
                     "its binary caches did not answer within {} s",
                     ask_within.as_secs_f64()
-                )))
+                ))
             }
         };
         if found.will_substitute.is_empty() {
             let _ = side.close().await;
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let wanted: Vec<StorePath> = found.will_substitute.into_iter().collect();
         // The daemon fetches what it is asked to check with substitution
-        // on; a path it could not fetch stays missing and is uploaded.
-        if let Err(e) = side.query_valid_paths(&wanted, true).await {
-            return Ok(skipped(format!("the node's substitution failed: {e}")));
-        }
+        // on, and answers which are valid then; a path it could not fetch
+        // stays missing and is uploaded.
+        let valid = match side.query_valid_paths(&wanted, true).await {
+            Ok(valid) => valid,
+            Err(e) => return skipped(format!("the node's substitution failed: {e}")),
+        };
         let _ = side.close().await;
-        let valid = self
-            .main
-            .query_valid_paths(&wanted, false)
-            .await
-            .map_err(self.remote_err())?;
         let got: Vec<StorePath> = wanted.into_iter().filter(|p| valid.contains(p)).collect();
         events.send(CopyEvent::Substituted {
             paths: got.len(),
             nar_bytes: found.nar_size,
             skipped: None,
         });
-        Ok(got)
+        got
     }
 
     fn settings<'a>(

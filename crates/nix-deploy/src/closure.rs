@@ -1,7 +1,7 @@
 //! The closure of some store paths, with every member's path info, asked
 //! through a daemon connection (the local store's, or a node's).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nix_wire::daemon::{self, DaemonClient, PathInfo};
 use nix_wire::StorePath;
@@ -48,4 +48,23 @@ where
         frontier = next;
     }
     Ok(infos)
+}
+
+/// The closure of `roots` within `infos`, a closure already known (paths
+/// outside it are skipped): no daemon asked.
+pub fn closure_within(
+    infos: &BTreeMap<StorePath, PathInfo>,
+    roots: &[StorePath],
+) -> BTreeSet<StorePath> {
+    let mut seen: BTreeSet<StorePath> = BTreeSet::new();
+    let mut stack: Vec<&StorePath> = roots.iter().collect();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        if let Some(info) = infos.get(p) {
+            stack.extend(info.references.iter().filter(|r| !seen.contains(*r)));
+        }
+    }
+    seen
 }

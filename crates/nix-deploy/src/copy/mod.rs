@@ -391,7 +391,7 @@ impl<C: Connector + 'static> NodeStore<C> {
 }
 
 /// The closure of `roots` in the local store.
-async fn local_closure<L>(
+pub(crate) async fn local_closure<L>(
     local: &mut DaemonClient<L>,
     roots: &[StorePath],
 ) -> Result<std::collections::BTreeMap<StorePath, PathInfo>, CopyError>

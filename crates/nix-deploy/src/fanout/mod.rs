@@ -41,8 +41,8 @@ use edge::{Edge, EdgeSettings};
 use protocol::Progress;
 use tree::Tree;
 
-use crate::closure::{closure_infos, ClosureError};
-use crate::copy::{CopyError, CopyEvent, CopyOptions, CopyReport, NodeStore};
+use crate::closure::closure_within;
+use crate::copy::{local_closure, CopyError, CopyEvent, CopyOptions, CopyReport, NodeStore};
 use crate::remote::SshConnector;
 
 /// The relay, as a package in the local store
@@ -239,7 +239,7 @@ impl FanOut {
             .iter()
             .filter_map(|(name, root)| {
                 let m = state.members.get(name)?;
-                let bytes = closure_of(&union, std::slice::from_ref(root))
+                let bytes = closure_within(&union, std::slice::from_ref(root))
                     .iter()
                     .filter(|p| !m.present.contains(*p))
                     .filter_map(|p| union.get(p))
@@ -270,19 +270,49 @@ impl FanOut {
     }
 }
 
-/// The closure of `roots` within `infos` (paths outside it are skipped).
-fn closure_of(infos: &BTreeMap<StorePath, PathInfo>, roots: &[StorePath]) -> BTreeSet<StorePath> {
-    let mut seen: BTreeSet<StorePath> = BTreeSet::new();
-    let mut stack: Vec<&StorePath> = roots.iter().collect();
-    while let Some(p) = stack.pop() {
-        if !seen.insert(p.clone()) {
-            continue;
-        }
-        if let Some(info) = infos.get(p) {
-            stack.extend(info.references.iter().filter(|r| !seen.contains(*r)));
+/// A fed node's place in the tree: what it is to receive, from whom.
+struct Place<'a> {
+    /// The roots it receives ([`FanOut::roots_of`]).
+    roots: Vec<StorePath>,
+    /// Their closure.
+    needed: BTreeSet<StorePath>,
+    /// What it had of the union before.
+    present: &'a BTreeSet<StorePath>,
+    /// How many of `needed` it had.
+    needed_present: usize,
+    /// The NAR bytes of `needed` it lacks.
+    missing_bytes: u64,
+    /// The node feeding it.
+    parent: String,
+    /// Whether it feeds others (and so gets the relay first).
+    feeds_others: bool,
+}
+
+impl<'a> Place<'a> {
+    fn new(
+        fanout: &FanOut,
+        tree: &Tree,
+        i: usize,
+        union: &BTreeMap<StorePath, PathInfo>,
+        present: &'a BTreeSet<StorePath>,
+    ) -> Self {
+        let roots = fanout.roots_of(tree, i);
+        let needed = closure_within(union, &roots);
+        let lacking: Vec<&StorePath> = needed.iter().filter(|p| !present.contains(*p)).collect();
+        Place {
+            needed_present: needed.len() - lacking.len(),
+            missing_bytes: lacking
+                .iter()
+                .filter_map(|p| union.get(*p))
+                .map(|info| info.nar_size)
+                .sum(),
+            roots,
+            needed,
+            present,
+            parent: tree.order[tree.parent[i].unwrap_or(0)].clone(),
+            feeds_others: !tree.children(i).is_empty(),
         }
     }
-    seen
 }
 
 impl Seat {
@@ -308,15 +338,7 @@ impl Seat {
             let local = &mut *ctx.local;
             fanout
                 .union
-                .get_or_try_init(|| async move {
-                    closure_infos(local, &roots)
-                        .await
-                        .map(Arc::new)
-                        .map_err(|e| match e {
-                            ClosureError::NotValid(path) => CopyError::NotInLocalStore { path },
-                            ClosureError::Daemon(e) => CopyError::Local(e),
-                        })
-                })
+                .get_or_try_init(|| async move { local_closure(local, &roots).await.map(Arc::new) })
                 .await?
                 .clone()
         };
@@ -349,13 +371,11 @@ impl Seat {
             }
             Some((tree, 0)) => {
                 (ctx.source)(Source::Seed);
-                self.seed(store, &fanout.roots_of(tree, 0), tree, &mut ctx)
-                    .await
+                self.seed(store, &fanout.roots_of(tree, 0), &mut ctx).await
             }
             Some((tree, i)) => {
-                let roots = fanout.roots_of(tree, i);
-                self.fed(store, &roots, &union, &present, tree, i, &mut ctx)
-                    .await
+                let place = Place::new(&fanout, tree, i, &union, &present);
+                self.fed(store, &place, &mut ctx).await
             }
         };
         self.finish(result.is_ok());
@@ -419,52 +439,40 @@ impl Seat {
         report
     }
 
-    /// The seed: the relay first (when it feeds anyone), then everything.
+    /// The seed (a tree has two nodes at least, so it always feeds): the
+    /// relay first, then everything.
     async fn seed<L>(
         &self,
         store: &mut NodeStore<SshConnector>,
         roots: &[StorePath],
-        tree: &Tree,
         ctx: &mut SeatCopy<'_, L>,
     ) -> Result<CopyReport, CopyError>
     where
         L: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let relay = self.fanout.options.relay.clone();
-        let mut first = None;
-        if !tree.children(0).is_empty() {
-            let report = self
-                .direct(store, std::slice::from_ref(relay.package()), ctx)
-                .await?;
-            if relay_runs(ctx.session, &relay).await {
-                self.publish(|f| f.relay_ready = true);
-            }
-            first = Some(report);
+        let first = self
+            .direct(store, std::slice::from_ref(relay.package()), ctx)
+            .await?;
+        if relay_runs(ctx.session, &relay).await {
+            self.publish(|f| f.relay_ready = true);
         }
         let report = self.direct(store, roots, ctx).await?;
-        Ok(match first {
-            Some(r) => CopyReport {
-                sent_paths: report.sent_paths + r.sent_paths,
-                sent_bytes: report.sent_bytes + r.sent_bytes,
-                receiver_paths: report.receiver_paths + r.receiver_paths,
-                elapsed: report.elapsed + r.elapsed,
-                ..report
-            },
-            None => report,
+        Ok(CopyReport {
+            sent_paths: report.sent_paths + first.sent_paths,
+            sent_bytes: report.sent_bytes + first.sent_bytes,
+            receiver_paths: report.receiver_paths + first.receiver_paths,
+            elapsed: report.elapsed + first.elapsed,
+            ..report
         })
     }
 
     /// A node fed by its parent's relay as the parent receives, or directly
     /// when that can't be done.
-    #[allow(clippy::too_many_arguments)]
     async fn fed<L>(
         &self,
         store: &mut NodeStore<SshConnector>,
-        roots: &[StorePath],
-        union: &BTreeMap<StorePath, PathInfo>,
-        present: &BTreeSet<StorePath>,
-        tree: &Tree,
-        i: usize,
+        place: &Place<'_>,
         ctx: &mut SeatCopy<'_, L>,
     ) -> Result<CopyReport, CopyError>
     where
@@ -474,7 +482,7 @@ impl Seat {
         // Until activation roots them, the paths a relay brings are held
         // by this connection's temp roots, as a direct copy's are.
         let node = store.node().to_owned();
-        for root in roots {
+        for root in &place.roots {
             store
                 .client()
                 .add_temp_root(root)
@@ -484,28 +492,18 @@ impl Seat {
                     source,
                 })?;
         }
-        let needed = closure_of(union, roots);
-        let missing: Vec<&PathInfo> = needed
-            .iter()
-            .filter(|p| !present.contains(*p))
-            .filter_map(|p| union.get(p))
-            .collect();
+        let (closure_paths, present_paths) = (place.needed.len(), place.needed_present);
         let _ = ctx.events.send(CopyEvent::Planned {
-            closure_paths: needed.len(),
-            present_paths: needed.len() - missing.len(),
-            missing_paths: missing.len(),
-            missing_bytes: missing.iter().map(|i| i.nar_size).sum(),
+            closure_paths,
+            present_paths,
+            missing_paths: closure_paths - present_paths,
+            missing_bytes: place.missing_bytes,
         });
-        let parent = tree.parent[i].unwrap_or(0);
-        let parent_name = tree.order[parent].clone();
-        let relayed = self
-            .relayed(roots, &needed, present, tree, i, &parent_name, ctx)
-            .await;
-        let (sent, reason) = match relayed {
+        let (sent, reason) = match self.relayed(place, ctx).await {
             Ok(sent) => {
                 return Ok(CopyReport {
-                    closure_paths: needed.len(),
-                    present_paths: needed.len() - missing.len(),
+                    closure_paths,
+                    present_paths,
                     sent_paths: sent.0,
                     sent_bytes: sent.1,
                     receiver_paths: 0,
@@ -516,7 +514,7 @@ impl Seat {
             Err(e) => e,
         };
         (ctx.source)(Source::Direct { reason });
-        let report = self.direct(store, roots, ctx).await?;
+        let report = self.direct(store, &place.roots, ctx).await?;
         Ok(CopyReport {
             sent_paths: report.sent_paths + sent.0,
             sent_bytes: report.sent_bytes + sent.1,
@@ -527,21 +525,16 @@ impl Seat {
 
     /// Follows the parent's feed through an edge; what it sent, or what it
     /// sent before it had to stop and why.
-    #[allow(clippy::too_many_arguments)]
     async fn relayed<L>(
         &self,
-        roots: &[StorePath],
-        needed: &BTreeSet<StorePath>,
-        present: &BTreeSet<StorePath>,
-        tree: &Tree,
-        i: usize,
-        parent_name: &str,
+        place: &Place<'_>,
         ctx: &mut SeatCopy<'_, L>,
     ) -> Result<(usize, u64), ((usize, u64), String)>
     where
         L: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let none = (0, 0);
+        let parent_name = place.parent.as_str();
         let (parent_session, mut parent_feed) = {
             let state = self.fanout.lock();
             match state.members.get(parent_name) {
@@ -571,32 +564,16 @@ impl Seat {
         .await
         .map_err(|e| (none, e.to_string()))?;
         (ctx.source)(Source::Node(parent_name.to_owned()));
-        let result = self
-            .follow(
-                &mut edge,
-                &mut parent_feed,
-                roots,
-                needed,
-                present,
-                tree,
-                i,
-                ctx,
-            )
-            .await;
+        let result = self.follow(&mut edge, &mut parent_feed, place, ctx).await;
         edge.close().await;
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn follow<L>(
         &self,
         edge: &mut Edge,
         parent_feed: &mut watch::Receiver<Feed>,
-        roots: &[StorePath],
-        needed: &BTreeSet<StorePath>,
-        present: &BTreeSet<StorePath>,
-        tree: &Tree,
-        i: usize,
+        place: &Place<'_>,
         ctx: &mut SeatCopy<'_, L>,
     ) -> Result<(usize, u64), ((usize, u64), String)>
     where
@@ -625,7 +602,7 @@ impl Seat {
             Ok::<_, EdgeError>(())
         };
         // A node that feeds others gets the relay first.
-        if !tree.children(i).is_empty() {
+        if place.feeds_others {
             let relay = self.fanout.options.relay.clone();
             copy(edge, std::slice::from_ref(relay.package()), &mut sent)
                 .await
@@ -640,7 +617,7 @@ impl Seat {
                 let feed = parent_feed.borrow_and_update();
                 let new: Vec<StorePath> = feed.done[seen.min(feed.done.len())..]
                     .iter()
-                    .filter(|p| needed.contains(*p) && !present.contains(*p))
+                    .filter(|p| place.needed.contains(*p) && !place.present.contains(*p))
                     .cloned()
                     .collect();
                 seen = feed.done.len();
@@ -655,17 +632,12 @@ impl Seat {
                 // Whatever the batches missed (paths the parent had
                 // before), then done.
                 Some(true) => {
-                    copy(edge, roots, &mut sent)
+                    copy(edge, &place.roots, &mut sent)
                         .await
                         .map_err(|e| (sent, e.to_string()))?;
                     return Ok(sent);
                 }
-                Some(false) => {
-                    return Err((
-                        sent,
-                        format!("{} failed", tree.order[tree.parent[i].unwrap_or(0)]),
-                    ))
-                }
+                Some(false) => return Err((sent, format!("{} failed", place.parent))),
                 None => {}
             }
             if parent_feed.changed().await.is_err() {

@@ -259,33 +259,32 @@ async fn a_relay_key_serves_only_its_source_only_the_daemon_and_not_after_expiry
     let public = key.public_key().to_openssh().unwrap();
     // This machine's address on the cluster network: where we connect from.
     let host_ip = node.host_ip().to_string();
+    let grant = |public: &str, source: &str, secs: u64| {
+        let (public, source) = (public.to_owned(), source.to_owned());
+        let admin = &admin;
+        async move {
+            Authorization::grant(
+                admin,
+                &public,
+                &source,
+                "nix-daemon --stdio",
+                Duration::from_secs(secs),
+            )
+            .await
+            .unwrap()
+        }
+    };
 
     // From elsewhere: refused.
-    let grant = Authorization::grant(
-        &admin,
-        &public,
-        "192.0.2.1",
-        "nix-daemon --stdio",
-        Duration::from_secs(600),
-    )
-    .await
-    .unwrap();
+    let refused = grant(&public, "192.0.2.1", 600).await;
     assert!(connect_with(node, key.clone(), host_key.clone())
         .await
         .is_err());
-    grant.revoke(&admin).await.unwrap();
+    refused.revoke(&admin).await.unwrap();
     assert_eq!(relay_lines(node), Vec::<String>::new());
 
     // From here: whatever is asked, the daemon answers.
-    let grant = Authorization::grant(
-        &admin,
-        &public,
-        &host_ip,
-        "nix-daemon --stdio",
-        Duration::from_secs(4),
-    )
-    .await
-    .unwrap();
+    let expiring = grant(&public, &host_ip, 4).await;
     let granted = Instant::now();
     let session = connect_with(node, key.clone(), host_key.clone())
         .await
@@ -310,19 +309,11 @@ async fn a_relay_key_serves_only_its_source_only_the_daemon_and_not_after_expiry
     let before_user_lines = node
         .run_ok("grep -vc nix-deploy-relay /root/.ssh/authorized_keys")
         .unwrap();
-    let second = Authorization::grant(
-        &admin,
-        &other_public,
-        &host_ip,
-        "nix-daemon --stdio",
-        Duration::from_secs(600),
-    )
-    .await
-    .unwrap();
+    let second = grant(&other_public, &host_ip, 600).await;
     let lines = relay_lines(node);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains(other_public.split(' ').nth(1).unwrap()));
-    drop(grant);
+    drop(expiring);
     second.revoke(&admin).await.unwrap();
     assert_eq!(relay_lines(node), Vec::<String>::new());
     assert_eq!(

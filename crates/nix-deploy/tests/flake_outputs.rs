@@ -61,26 +61,22 @@ async fn flake_check_passes_and_outputs_cover_both_systems() {
             .await
             .expect("eval");
         assert_eq!(drv_system, system);
-        // deploy is built knowing the receiver of its own system.
-        let baked = nix
-            .eval_json(&format!("packages.{system}.deploy.NIX_DEPLOY_RECEIVER"))
-            .await
-            .expect("eval");
-        let receiver = nix
-            .eval_json(&format!("packages.{system}.nix-deploy-receive.outPath"))
-            .await
-            .expect("eval");
-        assert_eq!(baked, receiver, "{system}");
-        // … and its relay.
-        let baked = nix
-            .eval_json(&format!("packages.{system}.deploy.NIX_DEPLOY_RELAY"))
-            .await
-            .expect("eval");
-        let relay = nix
-            .eval_json(&format!("packages.{system}.nix-deploy-relay.outPath"))
-            .await
-            .expect("eval");
-        assert_eq!(baked, relay, "{system}");
+        // deploy is built knowing the receiver and the relay of its own
+        // system.
+        for (var, package) in [
+            ("NIX_DEPLOY_RECEIVER", "nix-deploy-receive"),
+            ("NIX_DEPLOY_RELAY", "nix-deploy-relay"),
+        ] {
+            let baked = nix
+                .eval_json(&format!("packages.{system}.deploy.{var}"))
+                .await
+                .expect("eval");
+            let built = nix
+                .eval_json(&format!("packages.{system}.{package}.outPath"))
+                .await
+                .expect("eval");
+            assert_eq!(baked, built, "{system}: {var}");
+        }
     }
 
     // The default app runs the default package's bin/deploy.

@@ -98,10 +98,10 @@ async fn library(cluster: &Cluster, runs: usize) -> Result<(), String> {
         let t = Instant::now();
         for (name, d) in diff_nodes(plans(&new.root), &opts).await {
             let d = d.map_err(|e| format!("{name}: {e}"))?;
-            if d.transfer_paths != 101 {
+            if d.transfer_paths() != 101 {
                 return Err(format!(
                     "{name}: expected 101 paths to send, preview says {}",
-                    d.transfer_paths
+                    d.transfer_paths()
                 ));
             }
         }

@@ -90,8 +90,8 @@ fn diff_json(d: &NodeDiff) -> Value {
         "changed": d.changed.iter().map(|c| json!({"name": c.name, "oldVersion": c.old_version, "newVersion": c.new_version})).collect::<Vec<_>>(),
         "oldClosureBytes": d.old_closure_bytes,
         "newClosureBytes": d.new_closure_bytes,
-        "transferPaths": d.transfer_paths,
-        "transferBytes": d.transfer_bytes,
+        "transferPaths": d.transfer_paths(),
+        "transferBytes": d.transfer_bytes(),
         "empty": d.is_empty(),
     })
 }
@@ -156,8 +156,8 @@ pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool, fan
             HumanBytes(d.old_closure_bytes),
             HumanBytes(d.new_closure_bytes),
             signed(i128::from(d.new_closure_bytes) - i128::from(d.old_closure_bytes)),
-            d.transfer_paths,
-            HumanBytes(d.transfer_bytes)
+            d.transfer_paths(),
+            HumanBytes(d.transfer_bytes())
         );
     }
     if diffs.len() > 1 && uplink.paths > 0 {

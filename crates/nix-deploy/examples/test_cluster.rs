@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name}: preview after deploying: {}",
             match diff {
                 Ok(d) if d.is_empty() => "no changes".to_owned(),
-                Ok(d) => format!("{} paths to send", d.transfer_paths),
+                Ok(d) => format!("{} paths to send", d.transfer_paths()),
                 Err(e) => format!("error: {e}"),
             }
         );

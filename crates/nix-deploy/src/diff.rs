@@ -69,11 +69,7 @@ pub struct NodeDiff {
     pub old_closure_bytes: u64,
     /// NAR bytes of the new profile's closure.
     pub new_closure_bytes: u64,
-    /// Paths the node lacks.
-    pub transfer_paths: usize,
-    /// NAR bytes of those paths.
-    pub transfer_bytes: u64,
-    /// Those paths, with their NAR sizes.
+    /// Paths the node lacks, with their NAR sizes.
     pub transfer: BTreeMap<StorePath, u64>,
 }
 
@@ -96,7 +92,7 @@ impl Uplink {
         let mut union: BTreeMap<&StorePath, u64> = BTreeMap::new();
         let mut direct_bytes = 0;
         for d in diffs {
-            direct_bytes += d.transfer_bytes;
+            direct_bytes += d.transfer_bytes();
             union.extend(d.transfer.iter().map(|(p, s)| (p, *s)));
         }
         Uplink {
@@ -110,7 +106,17 @@ impl Uplink {
 impl NodeDiff {
     /// Whether deploying would change nothing on the node.
     pub fn is_empty(&self) -> bool {
-        self.old_profile.as_ref() == Some(&self.new_profile) && self.transfer_paths == 0
+        self.old_profile.as_ref() == Some(&self.new_profile) && self.transfer.is_empty()
+    }
+
+    /// How many paths the node lacks.
+    pub fn transfer_paths(&self) -> usize {
+        self.transfer.len()
+    }
+
+    /// NAR bytes of the paths the node lacks.
+    pub fn transfer_bytes(&self) -> u64 {
+        self.transfer.values().sum()
     }
 
     /// Compares closures. `old` and `new` map each closure member to its
@@ -163,12 +169,6 @@ impl NodeDiff {
             changed,
             old_closure_bytes: size(old),
             new_closure_bytes: size(new),
-            transfer_paths: missing.len(),
-            transfer_bytes: missing
-                .iter()
-                .filter_map(|p| new.get(p))
-                .map(|i| i.nar_size)
-                .sum(),
             transfer: missing
                 .iter()
                 .filter_map(|p| Some((p.clone(), new.get(p)?.nar_size)))
@@ -268,7 +268,7 @@ mod tests {
             }]
         );
         assert_eq!((d.old_closure_bytes, d.new_closure_bytes), (135, 125));
-        assert_eq!((d.transfer_paths, d.transfer_bytes), (2, 115));
+        assert_eq!((d.transfer_paths(), d.transfer_bytes()), (2, 115));
         assert!(!d.is_empty());
     }
 }

@@ -393,9 +393,35 @@ async fn connect_tcp(
                 port: ep.port,
                 source,
             })?;
+        bound_unacknowledged_writes(&stream, ep);
         handshake(ep, stream, opts, state).await
     };
     within_timeout(ep, attempt).await
+}
+
+/// Makes the kernel drop the connection when sent data stays
+/// unacknowledged for as long as the keepalives allow (interval times
+/// (max + 1)). Keepalives alone do not end a dead link while a write is
+/// blocked on a full send buffer: russh sends them from the loop that is
+/// waiting on that write, and TCP's own retransmissions give up only after
+/// about 15 minutes. Best effort: where the option is missing, keepalives
+/// remain.
+fn bound_unacknowledged_writes(stream: &tokio::net::TcpStream, ep: &Endpoint) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let rounds = u32::try_from(ep.keepalive_max)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let millis = u32::try_from(ep.keepalive_interval.as_millis()).unwrap_or(u32::MAX);
+        if millis > 0 {
+            let bound = millis.saturating_mul(rounds);
+            if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(stream, bound) {
+                tracing::debug!(host = %ep.host, error = %e, "TCP_USER_TIMEOUT not set");
+            }
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, ep);
 }
 
 /// Connects a hop through a direct-tcpip channel of the previous hop.

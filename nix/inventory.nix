@@ -10,8 +10,21 @@
     , ingress ? { }
     , k3s ? { }
     , manifests ? { }
+    , cache ? null
     }: {
       inherit name acmeEmail;
+      # A binary cache the deploy pushes to first and the nodes substitute
+      # from (README, "A binary cache"): `url` is where the deployer writes
+      # (http://, https:// or s3://bucket?region=…&endpoint=…; credentials
+      # come from the deployer's environment, never from here),
+      # `substituter` where the nodes read (default: `url`), `publicKeys`
+      # the keys of others who sign paths there (the deployer's own key is
+      # always trusted), `compression` "zstd" (Nix >= 2.4) or "none".
+      cache = if cache == null then null else {
+        substituter = cache.url;
+        publicKeys = [ ];
+        compression = "zstd";
+      } // cache;
       # Workload manifests for k3s's auto-deploy directory on the servers:
       # file name -> a path, or a string of YAML (made a file here).
       manifests = builtins.mapAttrs

@@ -2,8 +2,9 @@
 //! daemon, the SSH user), installing Nix on a node without it (the node's
 //! `nix.install` method, or `--nix-install`; the `closure` method builds
 //! the inventory's `nix.package` first, once) and, with
-//! `--sign`/`--signing-key`, making the node's nix.conf trust the
-//! deployer's key.
+//! `--sign`/`--signing-key` or a `cluster.cache`, making the node's
+//! nix.conf trust the deployer's key (and the cache's substituter, with
+//! the node's other settings).
 
 use std::process::ExitCode;
 
@@ -61,8 +62,14 @@ pub enum PrepareCmdError {
 
 /// Prepares each node in turn; one line (or JSON object) per node.
 pub async fn run(args: PrepareArgs) -> Result<ExitCode, PrepareCmdError> {
-    let nodes = args.inventory.resolve(&args.nodes).await?;
-    let key = args.signing.load()?.map(|k| k.public_key());
+    let resolved = args.inventory.resolve_cluster(&args.nodes).await?;
+    let nodes: Vec<_> = resolved.selected().cloned().collect();
+    // Nodes verify what the deployer signed in the binary cache.
+    let key = match resolved.cluster.cache {
+        Some(_) => Some(args.signing.load_always()?),
+        None => args.signing.load()?,
+    }
+    .map(|k| k.public_key());
     let ssh = args.inventory.ssh.options();
     let source = InventoryNix::new(
         args.inventory.nix(),

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nix_deploy::cache::CacheEvent;
 use nix_deploy::copy::CopyEvent;
 use nix_deploy::deploy::{DeployEvent, NodeError, NodeOutcome, NodePlan, NodeStatus};
 use nix_deploy::diff::{NodeDiff, Uplink};
@@ -259,6 +260,40 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                     bar.set_message("no Nix: installing it");
                 }
             }
+            DeployEvent::Cache {
+                event:
+                    CacheEvent::Checked {
+                        missing,
+                        missing_nar_bytes,
+                        ..
+                    },
+            } => {
+                let bar = multi.add(ProgressBar::new(missing_nar_bytes));
+                bar.set_style(style.clone());
+                bar.set_prefix(CACHE_BAR);
+                bar.set_message(format!("pushing {missing} paths"));
+                bars.insert(CACHE_BAR.to_owned(), bar);
+            }
+            DeployEvent::Cache {
+                event: CacheEvent::NarUploaded { nar_size, .. },
+            } => {
+                if let Some(bar) = bars.get(CACHE_BAR) {
+                    bar.inc(nar_size);
+                }
+            }
+            DeployEvent::CachePushed { .. } => {
+                if let Some(bar) = bars.get(CACHE_BAR) {
+                    bar.set_message("pushed; nodes substitute from it");
+                }
+            }
+            DeployEvent::CacheFailed { cache, error } => {
+                if let Some(bar) = bars.get(CACHE_BAR) {
+                    bar.set_message("failed: copying to nodes directly");
+                }
+                if verbosity == Verbosity::Normal {
+                    eprintln!("{}", cache_failed_text(&cache, &error));
+                }
+            }
             DeployEvent::Source { name, source } => {
                 if let Some(bar) = bars.get(&name) {
                     bar.set_message(source_text(&source));
@@ -276,6 +311,13 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
     for bar in bars.values() {
         bar.finish_and_clear();
     }
+}
+
+/// The progress bar of the push to the binary cache.
+const CACHE_BAR: &str = "binary cache";
+
+fn cache_failed_text(cache: &str, error: &str) -> String {
+    format!("binary cache {cache}: push failed, copying to the nodes directly: {error}")
 }
 
 /// Where a node's paths come from, in words.
@@ -302,6 +344,30 @@ fn event_line(event: &DeployEvent) -> Option<String> {
         } => format!("{name}: {stage}: {message}"),
         DeployEvent::InstallingNix { name } => format!("{name}: no Nix: installing it"),
         DeployEvent::Source { name, source } => format!("{name}: {}", source_text(source)),
+        DeployEvent::Cache {
+            event:
+                CacheEvent::Checked {
+                    paths,
+                    missing,
+                    missing_nar_bytes,
+                },
+        } => format!(
+            "binary cache: {} of {paths} paths present, pushing {missing} ({})",
+            paths - missing,
+            HumanBytes(*missing_nar_bytes)
+        ),
+        DeployEvent::Cache {
+            event: CacheEvent::NarUploaded {
+                path, file_size, ..
+            },
+        } => format!("binary cache: pushed {path} ({})", HumanBytes(*file_size)),
+        DeployEvent::CachePushed { report } => format!(
+            "binary cache: {} paths pushed ({} compressed) in {:.1} s; nodes substitute from it",
+            report.uploaded,
+            HumanBytes(report.file_bytes),
+            report.elapsed.as_secs_f64()
+        ),
+        DeployEvent::CacheFailed { cache, error } => cache_failed_text(cache, error),
         DeployEvent::Copy { name, event: CopyEvent::Planned { closure_paths, present_paths, missing_paths, missing_bytes } } => format!(
             "{name}: {present_paths} of {closure_paths} paths present, copying {missing_paths} ({})",
             HumanBytes(*missing_bytes)
@@ -326,6 +392,33 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
             message,
         } => json!({"event": "stage", "node": name, "stage": stage, "message": message}),
         DeployEvent::InstallingNix { name } => json!({"event": "installingNix", "node": name}),
+        DeployEvent::Cache {
+            event:
+                CacheEvent::Checked {
+                    paths,
+                    missing,
+                    missing_nar_bytes,
+                },
+        } => {
+            json!({"event": "cacheChecked", "paths": paths, "missingPaths": missing, "missingBytes": missing_nar_bytes})
+        }
+        DeployEvent::Cache {
+            event:
+                CacheEvent::NarUploaded {
+                    path,
+                    nar_size,
+                    file_size,
+                },
+        } => {
+            json!({"event": "cacheUploaded", "path": path.to_absolute(), "narSize": nar_size, "fileSize": file_size})
+        }
+        DeployEvent::CachePushed { report } => json!({"event": "cachePushed",
+            "paths": report.paths, "presentPaths": report.present, "uploadedPaths": report.uploaded,
+            "narBytes": report.nar_bytes, "fileBytes": report.file_bytes,
+            "seconds": report.elapsed.as_secs_f64()}),
+        DeployEvent::CacheFailed { cache, error } => {
+            json!({"event": "cacheFailed", "cache": cache, "error": error})
+        }
         DeployEvent::Source { name, source } => match source {
             Source::Seed => {
                 json!({"event": "source", "node": name, "from": "deployer", "seed": true})

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use deploy_ssh::SshOptions;
+use nix_deploy::cache::{BinaryCache, CacheCredentials, CacheError, PushOptions};
 use nix_deploy::copy::CopyOptions;
-use nix_deploy::deploy::{deploy_nodes, diff_nodes, DeployOptions, Goal, NodePlan};
+use nix_deploy::deploy::{deploy_nodes, diff_nodes, CachePush, DeployOptions, Goal, NodePlan};
 use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig, Role};
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +99,10 @@ pub struct RolloutArgs {
     /// Command that runs the Nix daemon on the nodes, speaking on stdio.
     #[arg(long, default_value = deploy_ssh::DEFAULT_DAEMON_COMMAND, value_name = "COMMAND")]
     remote_program: String,
+    /// Don't push to the inventory's binary cache (`cluster.cache`):
+    /// copy to the nodes as if there were none.
+    #[arg(long)]
+    no_cache: bool,
     #[command(flatten)]
     signing: SigningArgs,
     #[command(flatten)]
@@ -130,7 +135,13 @@ pub enum RolloutError {
     /// The relay can't be used.
     #[error(transparent)]
     Relay(#[from] RelayArgError),
+    /// The inventory's binary cache can't be used.
+    #[error("deploy.cluster.cache: {0}")]
+    Cache(#[from] CacheError),
 }
+
+/// NAR uploads to the binary cache at once.
+const CACHE_UPLOADS: usize = 4;
 
 impl RolloutArgs {
     fn options(&self) -> DeployOptions {
@@ -167,6 +178,7 @@ impl RolloutArgs {
             stages: Vec::new(),
             install_nix: None,
             fan_out: None,
+            cache: None,
         }
     }
 }
@@ -245,6 +257,17 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     opts.copy.signing_key = args.signing.load()?;
     opts.copy.receiver = args.transfer.receiver()?;
     opts.fan_out = args.fan_out.options()?;
+    opts.cache = match (&resolved.cluster.cache, args.no_cache) {
+        (Some(cache), false) => Some(CachePush {
+            cache: BinaryCache::new(&cache.url, CacheCredentials::from_env())?,
+            options: PushOptions {
+                jobs: CACHE_UPLOADS,
+                compression: cache.compression.into(),
+                signing_key: args.signing.load_always()?,
+            },
+        }),
+        _ => None,
+    };
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {

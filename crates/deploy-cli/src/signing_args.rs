@@ -42,7 +42,13 @@ impl SigningArgs {
         if !self.sign && self.signing_key.is_none() {
             return Ok(None);
         }
-        load_or_generate(&self.path()?).map(|k| Some(Arc::new(k)))
+        self.load_always().map(Some)
+    }
+
+    /// Loads (or generates) the key whether or not signing is on: the
+    /// narinfos pushed to a binary cache are always signed.
+    pub fn load_always(&self) -> Result<Arc<SecretKey>, KeyFileError> {
+        load_or_generate(&self.path()?).map(Arc::new)
     }
 }
 

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use test_cluster::{Cluster, ClusterSpec, NodeKind};
 use test_support::flake::{
     copy_fixture_nixpkgs, copy_flake, edit, fixture_nixpkgs, flake_ref, nix_args,
 };
@@ -15,20 +14,9 @@ use test_support::run;
 mod common;
 
 use common::{
-    deploy, deploy_options_first, deploy_sub, json, profile_target, repo_flake, MAIN, PROFILE,
-    WORKER,
+    cluster, deploy, deploy_options_first, deploy_sub, json, profile_target, repo_flake, MAIN,
+    PROFILE, WORKER,
 };
-
-/// Two nodes standing in for the inventory's two: the control plane on
-/// Debian 13's Nix 2.26, the worker on Nix 2.8.
-fn cluster() -> Cluster {
-    Cluster::start(
-        &ClusterSpec::new()
-            .node("main", NodeKind::Trixie)
-            .node("worker", NodeKind::LocalNix),
-    )
-    .unwrap()
-}
 
 fn by_name(v: &Value) -> BTreeMap<String, Value> {
     v["nodes"]

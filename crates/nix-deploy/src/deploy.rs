@@ -24,6 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{self, BinaryCache, PushOptions};
 use crate::closure::{closure_infos, ClosureError};
 use crate::copy::{CopyError, CopyOptions, NodeStore};
 use crate::diff::NodeDiff;
@@ -100,6 +101,20 @@ pub struct DeployOptions {
     /// copied to directly. Used when at least two nodes are deployed and
     /// all of them at once (`jobs`).
     pub fan_out: Option<FanOutOptions>,
+    /// Push the deploy's closures to this binary cache first; when that
+    /// succeeds, nodes substitute from it (they list it after `deploy
+    /// prepare`) and fan-out is not used. A failed push is reported
+    /// ([`DeployEvent::CacheFailed`]) and the deploy goes on without it.
+    pub cache: Option<CachePush>,
+}
+
+/// A binary cache to push to before the nodes' copies.
+#[derive(Debug, Clone)]
+pub struct CachePush {
+    /// The cache.
+    pub cache: BinaryCache,
+    /// How to push.
+    pub options: PushOptions,
 }
 
 impl Default for DeployOptions {
@@ -117,6 +132,7 @@ impl Default for DeployOptions {
             stages: Vec::new(),
             install_nix: None,
             fan_out: None,
+            cache: None,
         }
     }
 }
@@ -159,8 +175,20 @@ pub async fn deploy_nodes(
     cancel: &CancellationToken,
 ) -> Vec<NodeOutcome> {
     let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let cached = match &opts.cache {
+        Some(push) if opts.goal >= Goal::Push => {
+            let roots: Vec<StorePath> = plans.iter().map(|p| p.profile.clone()).collect();
+            push_to_cache(push, &roots, events.as_ref(), cancel).await
+        }
+        _ => false,
+    };
     let fanout = match &opts.fan_out {
-        Some(f) if opts.goal >= Goal::Push && plans.len() >= 2 && plans.len() <= opts.jobs => {
+        Some(f)
+            if !cached
+                && opts.goal >= Goal::Push
+                && plans.len() >= 2
+                && plans.len() <= opts.jobs =>
+        {
             let roots = plans
                 .iter()
                 .map(|p| (p.name.clone(), p.profile.clone()))
@@ -233,6 +261,53 @@ pub async fn deploy_nodes(
         outcomes.push(outcome);
     }
     outcomes
+}
+
+/// Pushes the closures of `roots` to the cache, telling `events` how it
+/// goes; whether the cache now has them all.
+async fn push_to_cache(
+    push: &CachePush,
+    roots: &[StorePath],
+    events: Option<&UnboundedSender<DeployEvent>>,
+    cancel: &CancellationToken,
+) -> bool {
+    let send = |e: DeployEvent| {
+        if let Some(tx) = events {
+            let _ = tx.send(e);
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = async {
+        while let Some(event) = rx.recv().await {
+            send(DeployEvent::Cache { event });
+        }
+    };
+    let run = async {
+        let mut local = local_store().await.map_err(cache::CacheError::Local)?;
+        cache::push(
+            &push.cache,
+            &mut local,
+            roots,
+            &push.options,
+            Some(tx),
+            cancel,
+        )
+        .await
+    };
+    let (result, ()) = tokio::join!(run, forward);
+    match result {
+        Ok(report) => {
+            send(DeployEvent::CachePushed { report });
+            true
+        }
+        Err(e) => {
+            send(DeployEvent::CacheFailed {
+                cache: push.cache.url().to_owned(),
+                error: e.to_string(),
+            });
+            false
+        }
+    }
 }
 
 async fn deploy_one(

@@ -58,6 +58,85 @@ pub struct ClusterSettings {
     /// [`validate::manifest`]).
     #[serde(default)]
     pub manifests: BTreeMap<String, String>,
+    /// The binary cache the deploy pushes to and the nodes substitute
+    /// from, if any.
+    #[serde(default)]
+    pub cache: Option<CacheSettings>,
+}
+
+/// A binary cache for the cluster (`deploy.cluster.cache`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSettings {
+    /// Where the deployer writes: `http://`, `https://` or `s3://…`.
+    pub url: String,
+    /// Where the nodes read (their `extra-substituters`).
+    pub substituter: String,
+    /// Keys of others who sign paths in the cache, trusted by the nodes
+    /// besides the deployer's.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// How NARs are compressed there.
+    pub compression: CacheCompression,
+}
+
+/// `deploy.cluster.cache.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheCompression {
+    /// zstd (nodes with Nix 2.4 or later).
+    Zstd,
+    /// None (any Nix).
+    None,
+}
+
+impl From<CacheCompression> for crate::cache::NarCompression {
+    fn from(c: CacheCompression) -> Self {
+        match c {
+            CacheCompression::Zstd => Self::Zstd,
+            CacheCompression::None => Self::None,
+        }
+    }
+}
+
+impl CacheSettings {
+    /// URLs are one word each (they go into nix.conf), keys parse.
+    fn check(&self) -> Result<(), String> {
+        for (field, url) in [("url", &self.url), ("substituter", &self.substituter)] {
+            if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("{field} {url:?} must be a URL without spaces"));
+            }
+        }
+        for key in &self.public_keys {
+            nix_wire::signing::PublicKey::parse(key)
+                .map_err(|e| format!("publicKeys: {key:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds the cache to a node's nix.conf settings: its substituter to
+    /// `extra-substituters` and its keys to `extra-trusted-public-keys`,
+    /// after what the node's own settings say.
+    fn add_to(&self, settings: &mut BTreeMap<String, String>) {
+        let mut append = |name: &str, words: &[String]| {
+            let value = settings.entry(name.to_owned()).or_default();
+            for word in words {
+                if !value.split_whitespace().any(|w| w == word) {
+                    if !value.is_empty() {
+                        value.push(' ');
+                    }
+                    value.push_str(word);
+                }
+            }
+        };
+        append(
+            "extra-substituters",
+            std::slice::from_ref(&self.substituter),
+        );
+        if !self.public_keys.is_empty() {
+            append("extra-trusted-public-keys", &self.public_keys);
+        }
+    }
 }
 
 /// Helm chart versions of the ingress stack (`deploy.cluster.ingress`).
@@ -228,11 +307,19 @@ impl Inventory {
             validate::manifest(name, value)
                 .map_err(|reason| malformed(&format!("cluster.manifests.{name}"), reason))?;
         }
+        if let Some(cache) = &cluster.cache {
+            cache
+                .check()
+                .map_err(|reason| malformed("cluster.cache", reason))?;
+        }
         let raw_nodes: BTreeMap<String, serde_json::Value> =
             serde_json::from_value(nodes).map_err(|e| malformed("nodes", e.to_string()))?;
         let mut checked = BTreeMap::new();
         for (name, value) in raw_nodes {
-            let node = node::check_node(nix, &name, &value)?;
+            let mut node = node::check_node(nix, &name, &value)?;
+            if let Some(cache) = &cluster.cache {
+                cache.add_to(&mut node.nix.settings);
+            }
             checked.insert(name, node);
         }
         let inventory = Inventory {

@@ -11,6 +11,7 @@
 //!   control, and the node's receiver program);
 //! - [`link`]: measuring a node's link (round trip, bandwidth, SSH window);
 //! - [`copy`]: the copy engine, pushing a closure to a node's store;
+//! - [`cache`]: pushing closures to a binary cache the nodes substitute from;
 //! - [`keys`]: the deployer's own signing key;
 //! - [`trust`]: making a node trust that key (our block of nix.conf);
 //! - [`install`]: installing Nix on a node without it (the `closure` method);
@@ -31,6 +32,7 @@
 
 pub mod activate;
 pub mod apt_install;
+pub mod cache;
 pub mod closure;
 pub mod compress;
 pub mod copy;

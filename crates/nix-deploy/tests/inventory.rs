@@ -382,3 +382,41 @@ async fn nix_missing_from_path_gives_the_install_hint() {
     let err = NixCli { ..nix }.build(&["x".into()]).await.unwrap_err();
     assert!(matches!(err, NixError::NotInstalled { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_cluster_cache_lands_in_every_nodes_nix_conf_settings() {
+    let inv = load_edited(&[(
+        "acmeEmail = \"admin@example.com\";",
+        "acmeEmail = \"admin@example.com\";\n          cache = { url = \"s3://c?endpoint=10.0.0.1:9000&scheme=http\"; \
+         substituter = \"http://10.0.0.1:9000/c\"; \
+         publicKeys = [ \"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\" ]; };",
+    )])
+    .await
+    .expect("inventory");
+    let cache = inv.cluster.cache.as_ref().expect("cache");
+    assert_eq!(cache.url, "s3://c?endpoint=10.0.0.1:9000&scheme=http");
+    assert_eq!(
+        cache.compression,
+        nix_deploy::inventory::CacheCompression::Zstd
+    );
+    for node in inv.nodes.values() {
+        let s = &node.nix.settings;
+        assert_eq!(s["extra-substituters"], "http://10.0.0.1:9000/c");
+        assert_eq!(
+            s["extra-trusted-public-keys"],
+            "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
+        );
+        assert_eq!(s["extra-experimental-features"], "nix-command flakes");
+    }
+    // A URL that would add a line to nix.conf is refused, naming the field.
+    let err = load_edited(&[(
+        "acmeEmail = \"admin@example.com\";",
+        "acmeEmail = \"admin@example.com\";\n          cache = { url = \"http://c/\\nrequire-sigs = false\"; };",
+    )])
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("deploy.cluster.cache: url "),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@
 //! Where each piece lives:
 //! - [`base32`], [`hash`], [`store_path`]: names and digests;
 //! - [`nar`]: streaming encoder, validating decoder, safe unpacker;
+//! - [`narinfo`]: the binary-cache format's `.narinfo` files;
 //! - [`wire`]: the protocol's primitives (u64s, padded strings, framed streams);
 //! - [`daemon`]: handshake, STDERR loop, operations and local transports;
 //! - [`signing`]: Nix's Ed25519 key and signature formats and path fingerprints.
@@ -16,6 +17,7 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod hash;
 pub mod nar;
+pub mod narinfo;
 pub mod signing;
 pub mod store_path;
 pub mod wire;

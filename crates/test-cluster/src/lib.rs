@@ -15,6 +15,9 @@
 //! With [`ClusterSpec::with_apt_mirror`], the template nodes' apt reaches the
 //! Debian mirror through a proxy on the host (nothing is routed).
 //!
+//! A [`CacheServer`] serves a binary cache to the nodes from the host: nginx
+//! over HTTP (uploads by `PUT`) or moto's S3 server with one bucket.
+//!
 //! The templates are made once by `scripts/setup-test-machine`. Everything is
 //! named `nd-...` and recorded under [`STATE_ROOT`]; dropping a [`Cluster`]
 //! removes it all, and [`Cluster::start`] first reaps what crashed runs left.
@@ -29,6 +32,7 @@
 //! ```
 
 mod apt_proxy;
+mod cache_server;
 mod cluster;
 mod cmd;
 mod error;
@@ -38,6 +42,7 @@ mod rootfs;
 mod spec;
 mod state;
 
+pub use cache_server::CacheServer;
 pub use cluster::Cluster;
 pub use error::{ClusterError, Result};
 pub use node::Node;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use test_cluster::{Cluster, Node};
+use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
 use test_support::flake::nix_args;
 use test_support::repo_root;
 
@@ -18,6 +18,17 @@ pub const MAIN: &str = "k8s-cluster-main";
 pub const WORKER: &str = "k8s-cluster-node-1";
 /// Where the inventory puts the profile.
 pub const PROFILE: &str = "/nix/var/nix/profiles/nix-deploy";
+
+/// Two nodes standing in for the inventory's two: the control plane on
+/// Debian 13's Nix 2.26, the worker on Nix 2.8.
+pub fn cluster() -> Cluster {
+    Cluster::start(
+        &ClusterSpec::new()
+            .node("main", NodeKind::Trixie)
+            .node("worker", NodeKind::LocalNix),
+    )
+    .unwrap()
+}
 
 /// `deploy` on `flake` (a directory) with nixpkgs from `nixpkgs`, aimed at
 /// the cluster's nodes.

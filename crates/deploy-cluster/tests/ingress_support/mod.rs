@@ -78,6 +78,7 @@ pub fn cluster(traefik: &str, cert_manager: &str, email: &str) -> ClusterSetting
         },
         k3s: ClusterK3s::default(),
         manifests: Default::default(),
+        cache: None,
     }
 }
 

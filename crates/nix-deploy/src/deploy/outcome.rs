@@ -160,6 +160,25 @@ pub struct NodeOutcome {
 /// Progress of a deploy.
 #[derive(Debug, Clone)]
 pub enum DeployEvent {
+    /// Progress of the push to the binary cache, before any node's copy.
+    Cache {
+        /// What happened.
+        event: crate::cache::CacheEvent,
+    },
+    /// The binary cache has every path of the deploy: the nodes substitute
+    /// from it.
+    CachePushed {
+        /// What the push did.
+        report: crate::cache::PushReport,
+    },
+    /// Pushing to the binary cache failed: the nodes are copied to as if
+    /// there were no cache (the deploy goes on).
+    CacheFailed {
+        /// The cache's URL.
+        cache: String,
+        /// Why, with what to do next.
+        error: String,
+    },
     /// Work on a node began.
     NodeStarted {
         /// The node.

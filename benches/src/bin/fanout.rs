@@ -7,11 +7,15 @@
 //! plus a small part of its own.
 //!
 //! Usage: `fanout [--runs N] [--nodes 3,5] [--links 100,20] [--shape S]
-//! [--modes fan-out,off] [--salt S]`.
+//! [--modes fan-out,off,cache] [--salt S]`. Mode `cache` deploys through a
+//! binary cache (`cluster.cache`: nginx on the host's bridge address, on
+//! the nodes' side of the uplink; `deploy prepare` first, untimed).
 //!
 //! Prints per link and node count the median wall-clock time, the bytes
 //! through the uplink, the ratio to one node's deploy (the issue's target:
-//! at most 1.4) and the uplink bytes against one closure. Every node's store
+//! at most 1.4), the uplink bytes against one closure, and the CPU time of
+//! the deployer and the nodes against what the machine's cores could give
+//! in that time (near 100 %: the run was bound by this machine's CPU). Every node's store
 //! is verified (`--check-contents`) and its profile checked. Needs root,
 //! `scripts/setup-test-machine` and `cargo build --release -p deploy-cli
 //! -p deploy-relay -p deploy-receive`.
@@ -21,7 +25,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use benches::{deploy_binary, measure, median, Closure};
-use test_cluster::{Cluster, ClusterSpec, NodeKind};
+use test_cluster::{CacheServer, Cluster, ClusterSpec, NodeKind};
 use test_support::flake::{copy_flake, fixture_nixpkgs, flake_ref, nix_args};
 
 struct Args {
@@ -79,6 +83,8 @@ fn parse(argv: &[String]) -> Result<Args, String> {
 struct Sample {
     wall: Duration,
     uplink: u64,
+    /// CPU of the deployer and of every node's services.
+    cpu: Duration,
 }
 
 fn bench(a: &Args) -> Result<(), String> {
@@ -93,8 +99,9 @@ fn bench(a: &Args) -> Result<(), String> {
         mib(closure.nar_bytes)
     );
     let max = a.nodes.iter().copied().max().unwrap_or(1);
-    let flake = user_flake(&closure, max)?;
+    let flake = user_flake(&closure, max, None)?;
     let mut summary = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for &mbit in &a.links {
         let mut samples: BTreeMap<(usize, String), Vec<Sample>> = BTreeMap::new();
         for run in 0..a.runs {
@@ -105,10 +112,12 @@ fn bench(a: &Args) -> Result<(), String> {
             for (n, mode) in cases {
                 let s = deploy(&flake, n, mbit, &mode, &receiver, &relay, &closure)?;
                 println!(
-                    "{mbit} Mbit/s run {} {n} node(s) {mode:<8} {:>8.2}s  uplink {:>7.1} MiB",
+                    "{mbit} Mbit/s run {} {n} node(s) {mode:<8} {:>8.2}s  uplink {:>7.1} MiB  CPU {:>6.1}s ({:.0} % of {cores} cores)",
                     run + 1,
                     s.wall.as_secs_f64(),
-                    mib(s.uplink)
+                    mib(s.uplink),
+                    s.cpu.as_secs_f64(),
+                    100.0 * s.cpu.as_secs_f64() / (cores as f64 * s.wall.as_secs_f64())
                 );
                 samples.entry((n, mode)).or_default().push(s);
             }
@@ -117,9 +126,11 @@ fn bench(a: &Args) -> Result<(), String> {
             let s = &samples[k];
             let wall = median(s.iter().map(|s| s.wall));
             let uplink = median(s.iter().map(|s| Duration::from_nanos(s.uplink))).as_nanos();
-            (wall, uplink as u64)
+            let busy =
+                median(s.iter().map(|s| s.cpu)).as_secs_f64() / (cores as f64 * wall.as_secs_f64());
+            (wall, uplink as u64, busy)
         };
-        let (one, one_uplink) = med(&(1, "one node".to_owned()));
+        let (one, one_uplink, _) = med(&(1, "one node".to_owned()));
         println!(
             "\n== {mbit} Mbit/s: one node {:.2}s, uplink {:.1} MiB ==",
             one.as_secs_f64(),
@@ -127,13 +138,14 @@ fn bench(a: &Args) -> Result<(), String> {
         );
         for &n in &a.nodes {
             for mode in &a.modes {
-                let (wall, uplink) = med(&(n, mode.clone()));
+                let (wall, uplink, busy) = med(&(n, mode.clone()));
                 let line = format!(
-                    "{mbit} Mbit/s, {n} nodes, {mode}: {:.2}s = {:.2}x one node (target <= 1.4 with fan-out); uplink {:.1} MiB = {:.2}x one node's",
+                    "{mbit} Mbit/s, {n} nodes, {mode}: {:.2}s = {:.2}x one node (target <= 1.4 with fan-out); uplink {:.1} MiB = {:.2}x one node's; CPU {:.0} % of the cores",
                     wall.as_secs_f64(),
                     wall.as_secs_f64() / one.as_secs_f64(),
                     mib(uplink),
-                    uplink as f64 / one_uplink.max(1) as f64
+                    uplink as f64 / one_uplink.max(1) as f64,
+                    100.0 * busy
                 );
                 println!("{line}");
                 summary.push(line);
@@ -148,8 +160,13 @@ fn bench(a: &Args) -> Result<(), String> {
 }
 
 /// A flake of the user's (through `lib.mkDeploy`) with nodes `node1` …
-/// `nodeN`, each with the closure plus a file of its own as its profile.
-fn user_flake(closure: &Closure, nodes: usize) -> Result<tempfile::TempDir, String> {
+/// `nodeN`, each with the closure plus a file of its own as its profile,
+/// and the binary cache `cache` if given.
+fn user_flake(
+    closure: &Closure,
+    nodes: usize,
+    cache: Option<&str>,
+) -> Result<tempfile::TempDir, String> {
     let this = copy_flake();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut packages = String::new();
@@ -164,6 +181,9 @@ fn user_flake(closure: &Closure, nodes: usize) -> Result<tempfile::TempDir, Stri
         inventory += &format!(
             "        nodes.node{i} = {{ hostname = \"192.0.2.{i}\"; role = \"{role}\"; }};\n"
         );
+    }
+    if let Some(url) = cache {
+        inventory += &format!("        cluster.cache.url = \"{url}\";\n");
     }
     let text = format!(
         "{{\n  inputs.nixpkgs.url = \"github:NixOS/nixpkgs/nixos-26.05\";\n  \
@@ -197,30 +217,40 @@ fn deploy(
     let netns = cluster
         .deployer_netns(Some(mbit))
         .map_err(|e| e.to_string())?;
+    // Mode `cache`: a cache on the nodes' side, its own flake, and the
+    // nodes prepared to read it (untimed).
+    let cache_root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cached = match mode {
+        "cache" => {
+            let host = cluster.nodes()[0].host_ip();
+            let server = CacheServer::nginx(host, cache_root.path()).map_err(|e| e.to_string())?;
+            let flake = user_flake(closure, nodes, Some(&server.url()))?;
+            let mut prepare = Command::new(deploy_binary()?);
+            prepare.arg("prepare");
+            user_args(&mut prepare, &flake, &cluster, nodes);
+            measure(&mut prepare)?;
+            Some((server, flake))
+        }
+        _ => None,
+    };
+    let flake = cached.as_ref().map_or(flake, |(_, f)| f);
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", &netns])
-        .arg(deploy_binary()?)
-        .arg("--flake")
-        .arg(flake_ref(flake.path()))
-        .args(nix_args(&fixture_nixpkgs()))
-        .args(["--override-input", "nix-deploy"])
-        .arg(flake_ref(&flake.path().join("nix-deploy")))
-        .args(["--option", "pure-eval", "false"])
-        .args(["--goal", "switch", "--json", "--no-agent"])
-        .arg("--ssh-config")
-        .arg(cluster.ssh_config())
+    c.args(["netns", "exec", &netns]).arg(deploy_binary()?);
+    user_args(&mut c, flake, &cluster, nodes);
+    c.args(["--goal", "switch", "--json"])
         .args(["--receiver", receiver, "--relay", relay]);
     if mode == "off" {
         c.args(["--fan-out", "off"]);
     }
-    for i in 1..=nodes {
-        c.arg("--target").arg(format!("node{i}=n{i}"));
-    }
-    let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
-    c.args(&names);
+    let cpu_before: Duration = cluster.nodes().iter().filter_map(|n| n.cpu_time()).sum();
     let before = cluster.deployer_sent_bytes().map_err(|e| e.to_string())?;
     let m = measure(&mut c)?;
-    // The deploy's events, for a look at what it chose.
+    let cpu_nodes = cluster
+        .nodes()
+        .iter()
+        .filter_map(|n| n.cpu_time())
+        .sum::<Duration>()
+        .saturating_sub(cpu_before); // The deploy's events, for a look at what it chose.
     let log = std::env::temp_dir().join(format!("fanout-{nodes}-{mode}-{mbit}.json"));
     std::fs::write(&log, &m.stdout).map_err(|e| e.to_string())?;
     let uplink = cluster.deployer_sent_bytes().map_err(|e| e.to_string())? - before;
@@ -244,7 +274,24 @@ fn deploy(
     Ok(Sample {
         wall: m.wall,
         uplink,
+        cpu: m.cpu + cpu_nodes,
     })
+}
+
+/// The flake, SSH and target arguments of a deploy of `node1` … `nodeN`.
+fn user_args(c: &mut Command, flake: &tempfile::TempDir, cluster: &Cluster, nodes: usize) {
+    c.arg("--flake")
+        .arg(flake_ref(flake.path()))
+        .args(nix_args(&fixture_nixpkgs()))
+        .args(["--override-input", "nix-deploy"])
+        .arg(flake_ref(&flake.path().join("nix-deploy")))
+        .args(["--option", "pure-eval", "false", "--no-agent"])
+        .arg("--ssh-config")
+        .arg(cluster.ssh_config());
+    for i in 1..=nodes {
+        c.arg("--target").arg(format!("node{i}=n{i}"));
+    }
+    c.args((1..=nodes).map(|i| format!("node{i}")));
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -1,7 +1,7 @@
 //! What the benchmarks share: running a child process timed wall-clock,
 //! with its CPU time and peak memory, and medians.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ pub struct Measured {
     pub cpu: Duration,
     /// Its stdout.
     pub stdout: String,
+    /// When each line of stdout arrived, from the spawn.
+    pub line_times: Vec<Duration>,
 }
 
 /// Runs `cmd` to completion; fails with its stderr unless it exits 0.
@@ -26,11 +28,14 @@ pub fn measure(cmd: &mut Command) -> Result<Measured, String> {
         .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("spawning {cmd:?}: {e}"))?;
-    let reader = |mut r: Box<dyn Read + Send>| {
+    let reader = |r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
+            let (mut s, mut times) = (String::new(), Vec::new());
+            let mut r = std::io::BufReader::new(r);
+            while matches!(r.read_line(&mut s), Ok(n) if n > 0) {
+                times.push(start.elapsed());
+            }
+            (s, times)
         })
     };
     let out = reader(Box::new(child.stdout.take().ok_or("no stdout")?));
@@ -41,8 +46,8 @@ pub fn measure(cmd: &mut Command) -> Result<Measured, String> {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = start.elapsed();
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let (stdout, line_times) = out.join().unwrap_or_default();
+    let (stderr, _) = err.join().unwrap_or_default();
     if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(format!(
             "{cmd:?} failed (wait status {status}): {}",
@@ -55,6 +60,7 @@ pub fn measure(cmd: &mut Command) -> Result<Measured, String> {
         max_rss_kib: usage.ru_maxrss as u64,
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         stdout,
+        line_times,
     })
 }
 

@@ -85,6 +85,8 @@ struct Sample {
     uplink: u64,
     /// CPU of the deployer and of every node's services.
     cpu: Duration,
+    /// The deployer's part of it.
+    cpu_deployer: Duration,
 }
 
 fn bench(a: &Args) -> Result<(), String> {
@@ -112,11 +114,12 @@ fn bench(a: &Args) -> Result<(), String> {
             for (n, mode) in cases {
                 let s = deploy(&flake, n, mbit, &mode, &receiver, &relay, &closure)?;
                 println!(
-                    "{mbit} Mbit/s run {} {n} node(s) {mode:<8} {:>8.2}s  uplink {:>7.1} MiB  CPU {:>6.1}s ({:.0} % of {cores} cores)",
+                    "{mbit} Mbit/s run {} {n} node(s) {mode:<8} {:>8.2}s  uplink {:>7.1} MiB  CPU {:>6.1}s (deployer {:.1}s; {:.0} % of {cores} cores)",
                     run + 1,
                     s.wall.as_secs_f64(),
                     mib(s.uplink),
                     s.cpu.as_secs_f64(),
+                    s.cpu_deployer.as_secs_f64(),
                     100.0 * s.cpu.as_secs_f64() / (cores as f64 * s.wall.as_secs_f64())
                 );
                 samples.entry((n, mode)).or_default().push(s);
@@ -252,7 +255,13 @@ fn deploy(
         .sum::<Duration>()
         .saturating_sub(cpu_before); // The deploy's events, for a look at what it chose.
     let log = std::env::temp_dir().join(format!("fanout-{nodes}-{mode}-{mbit}.json"));
-    std::fs::write(&log, &m.stdout).map_err(|e| e.to_string())?;
+    let timed: String = m
+        .stdout
+        .lines()
+        .zip(&m.line_times)
+        .map(|(line, t)| format!("{:8.3} {line}\n", t.as_secs_f64()))
+        .collect();
+    std::fs::write(&log, timed).map_err(|e| e.to_string())?;
     let uplink = cluster.deployer_sent_bytes().map_err(|e| e.to_string())? - before;
     for node in cluster.nodes() {
         node.verify_store().map_err(|e| e.to_string())?;
@@ -275,6 +284,7 @@ fn deploy(
         wall: m.wall,
         uplink,
         cpu: m.cpu + cpu_nodes,
+        cpu_deployer: m.cpu,
     })
 }
 

@@ -5,8 +5,9 @@
 //!
 //! A push asks the cache which narinfos it has (HEAD requests, many at
 //! once), compresses the missing NARs from the local filesystem into
-//! temporary files ([`spool`]) and uploads them `jobs` at a time, then
-//! uploads their narinfos in an order where a path's narinfo appears only
+//! temporary files ([`spool`]; zstd's level follows whichever of
+//! compressing and uploading is slower) and uploads them `jobs` at a time, then
+//! uploads their narinfos in layers, in an order where a path's narinfo appears only
 //! once its references' are there: a cache never offers a path it can't
 //! give the closure of, even after an interrupted push. Each narinfo
 //! carries the path's own signatures plus the deployer's, which nodes
@@ -225,8 +226,8 @@ where
             missing_nar_bytes,
         });
         let files = upload_nars(cache, &infos, &missing, opts, &send).await?;
-        for level in levels(&infos, &missing) {
-            upload_narinfos(cache, &infos, &files, level, &opts.signing_key).await?;
+        for layer in layers(&infos, &missing) {
+            upload_narinfos(cache, &infos, &files, layer, &opts.signing_key).await?;
         }
         Ok(PushReport {
             paths: infos.len(),
@@ -272,10 +273,11 @@ async fn upload_nars(
     send: &(impl Fn(CacheEvent) + Sync),
 ) -> Result<BTreeMap<StorePath, NarFile>, CacheError> {
     let compression = opts.compression;
+    let level = &spool::Level::new();
     futures_util::stream::iter(missing.iter().cloned())
         .map(move |path| async move {
             let info = &infos[&path];
-            let file = upload_nar(cache, info, compression).await?;
+            let file = upload_nar(cache, info, compression, level).await?;
             send(CacheEvent::NarUploaded {
                 path: path.clone(),
                 nar_size: info.nar_size,
@@ -288,15 +290,15 @@ async fn upload_nars(
         .await
 }
 
-/// Uploads the narinfos of one level.
+/// Uploads the narinfos of one layer.
 async fn upload_narinfos(
     cache: &BinaryCache,
     infos: &BTreeMap<StorePath, PathInfo>,
     files: &BTreeMap<StorePath, NarFile>,
-    level: Vec<StorePath>,
+    layer: Vec<StorePath>,
     key: &SecretKey,
 ) -> Result<(), CacheError> {
-    futures_util::stream::iter(level)
+    futures_util::stream::iter(layer)
         .map(move |path| async move {
             upload_narinfo(cache, &infos[&path], &files[&path], key).await
         })
@@ -305,12 +307,12 @@ async fn upload_narinfos(
         .await
 }
 
-/// `missing` in levels: each path after every missing path it refers to.
-fn levels(
+/// `missing` in layers: each path after every missing path it refers to.
+fn layers(
     infos: &BTreeMap<StorePath, PathInfo>,
     missing: &BTreeSet<StorePath>,
 ) -> Vec<Vec<StorePath>> {
-    let mut level: BTreeMap<&StorePath, usize> = BTreeMap::new();
+    let mut depth_of: BTreeMap<&StorePath, usize> = BTreeMap::new();
     let mut out: Vec<Vec<&StorePath>> = Vec::new();
     let mut left: Vec<&StorePath> = missing.iter().collect();
     while !left.is_empty() {
@@ -322,12 +324,12 @@ fn levels(
                 .filter(|r| *r != *path && missing.contains(*r));
             let mut depth = 0;
             for r in refs {
-                match level.get(r) {
+                match depth_of.get(r) {
                     Some(d) => depth = depth.max(d + 1),
                     None => return true,
                 }
             }
-            level.insert(path, depth);
+            depth_of.insert(path, depth);
             if out.len() <= depth {
                 out.resize_with(depth + 1, Vec::new);
             }
@@ -350,18 +352,21 @@ async fn upload_nar(
     cache: &BinaryCache,
     info: &PathInfo,
     compression: NarCompression,
+    level: &spool::Level,
 ) -> Result<NarFile, CacheError> {
     let source = PathBuf::from(info.path.to_absolute());
-    let spooled = tokio::task::spawn_blocking(move || spool::spool(&source, compression))
-        .await
-        .map_err(|e| CacheError::Nar {
-            path: info.path.to_absolute(),
-            source: NarError::Write(std::io::Error::other(e.to_string())),
-        })?
-        .map_err(|source| CacheError::Nar {
-            path: info.path.to_absolute(),
-            source,
-        })?;
+    let (zstd_level, started) = (level.get(), Instant::now());
+    let spooled =
+        tokio::task::spawn_blocking(move || spool::spool(&source, compression, zstd_level))
+            .await
+            .map_err(|e| CacheError::Nar {
+                path: info.path.to_absolute(),
+                source: NarError::Write(std::io::Error::other(e.to_string())),
+            })?
+            .map_err(|source| CacheError::Nar {
+                path: info.path.to_absolute(),
+                source,
+            })?;
     if spooled.nar.sha256 != info.nar_hash || spooled.nar.size != info.nar_size {
         return Err(CacheError::Corrupt {
             path: info.path.to_absolute(),
@@ -373,7 +378,9 @@ async fn upload_nar(
         file_hash: spooled.file_hash,
         file_size: spooled.file_size,
     };
+    let compressed = started.elapsed();
     retrying(|| cache.put_file(&file.url, "application/x-nix-nar", spooled.file.path())).await?;
+    level.observe(info.nar_size, compressed, started.elapsed() - compressed);
     Ok(file)
 }
 
@@ -433,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn levels_put_each_path_after_its_missing_references() {
+    fn layers_put_each_path_after_its_missing_references() {
         let infos: BTreeMap<_, _> = [
             info("a", &[]),
             info("bb", &["a"]),
@@ -446,8 +453,8 @@ mod tests {
         // `a` is in the cache already: `bb` and `dddd` don't wait for it.
         let missing: BTreeSet<StorePath> =
             infos.keys().filter(|p| p.name() != "a").cloned().collect();
-        let levels = levels(&infos, &missing);
-        let names: Vec<Vec<&str>> = levels
+        let layers = layers(&infos, &missing);
+        let names: Vec<Vec<&str>> = layers
             .iter()
             .map(|l| l.iter().map(|p| p.name()).collect())
             .collect();

@@ -8,6 +8,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
 use nix_wire::nar::{self, NarError, NarStats};
 use nix_wire::Sha256Hash;
@@ -42,8 +44,48 @@ impl NarCompression {
     }
 }
 
-/// zstd's level for cache NARs: fast, and most of what higher levels give.
-const ZSTD_LEVEL: i32 = 3;
+/// The zstd level of the next NAR: it starts fast and follows the link.
+/// While uploading a NAR takes longer than compressing it (the link is the
+/// bottleneck), CPU is spent to send less; while compressing takes longer,
+/// the level goes down. Only NARs of at least [`Level::JUDGED_FROM`] bytes
+/// count: small files' times are round trips, not rates.
+#[derive(Debug)]
+pub(crate) struct Level(AtomicI32);
+
+impl Level {
+    const START: i32 = 3;
+    const MIN: i32 = 1;
+    const MAX: i32 = 12;
+    const JUDGED_FROM: u64 = 1 << 20;
+
+    pub(crate) fn new() -> Self {
+        Self(AtomicI32::new(Self::START))
+    }
+
+    pub(crate) fn get(&self) -> i32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Adjusts the level after a NAR of `nar_size` bytes took `compress`
+    /// to compress and `upload` to upload.
+    pub(crate) fn observe(&self, nar_size: u64, compress: Duration, upload: Duration) {
+        if nar_size < Self::JUDGED_FROM {
+            return;
+        }
+        let step = if upload > compress * 3 / 2 {
+            1
+        } else if compress > upload {
+            -1
+        } else {
+            return;
+        };
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                Some((l + step).clamp(Self::MIN, Self::MAX))
+            });
+    }
+}
 
 /// A compressed NAR on disk.
 pub(crate) struct Spooled {
@@ -57,8 +99,13 @@ pub(crate) struct Spooled {
     pub file_size: u64,
 }
 
-/// Writes the NAR of `path`, compressed, to a new temporary file.
-pub(crate) fn spool(path: &Path, compression: NarCompression) -> Result<Spooled, NarError> {
+/// Writes the NAR of `path`, compressed (zstd at `level`), to a new
+/// temporary file.
+pub(crate) fn spool(
+    path: &Path,
+    compression: NarCompression,
+    level: i32,
+) -> Result<Spooled, NarError> {
     let file = NamedTempFile::new().map_err(NarError::Write)?;
     let out = Hashing {
         inner: BufWriter::new(file.reopen().map_err(NarError::Write)?),
@@ -67,8 +114,7 @@ pub(crate) fn spool(path: &Path, compression: NarCompression) -> Result<Spooled,
     };
     let (nar, out) = match compression {
         NarCompression::Zstd => {
-            let mut z =
-                zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(NarError::Write)?;
+            let mut z = zstd::stream::write::Encoder::new(out, level).map_err(NarError::Write)?;
             let nar = nar::dump(path, &mut z)?;
             (nar, z.finish().map_err(NarError::Write)?)
         }
@@ -127,7 +173,7 @@ mod tests {
         let mut plain = Vec::new();
         let stats = nar::dump(&src, &mut plain).unwrap();
         for compression in [NarCompression::Zstd, NarCompression::None] {
-            let s = spool(&src, compression).unwrap();
+            let s = spool(&src, compression, Level::START).unwrap();
             assert_eq!(s.nar, stats);
             let bytes = std::fs::read(s.file.path()).unwrap();
             assert_eq!(s.file_size, bytes.len() as u64);
@@ -138,5 +184,31 @@ mod tests {
             };
             assert_eq!(back, plain);
         }
+    }
+
+    #[test]
+    fn the_level_follows_whichever_of_compressing_and_uploading_is_slower() {
+        let (ms, big) = (Duration::from_millis, 4 << 20);
+        let level = Level::new();
+        level.observe(big, ms(10), ms(100));
+        assert_eq!(
+            level.get(),
+            Level::START + 1,
+            "a slow link: compress harder"
+        );
+        level.observe(100, ms(1), ms(500));
+        assert_eq!(
+            level.get(),
+            Level::START + 1,
+            "a small NAR's time is a round trip"
+        );
+        level.observe(big, ms(100), ms(120));
+        assert_eq!(level.get(), Level::START + 1, "balanced: stay");
+        level.observe(big, ms(100), ms(50));
+        assert_eq!(level.get(), Level::START, "a fast link: compress less");
+        for _ in 0..20 {
+            level.observe(big, ms(1), ms(100));
+        }
+        assert_eq!(level.get(), Level::MAX);
     }
 }

@@ -63,6 +63,9 @@
   # joined by spaces); the user's other lines stay as they are.
   mkNode =
     { hostname ? null
+      # The address the other nodes reach this one at (e.g. on the
+      # datacenter's private network), for fan-out; default `hostname`.
+    , peerAddress ? null
     , role ? null
     , profile
     , system ? "x86_64-linux"
@@ -72,7 +75,7 @@
     , k3s ? { }
     , nix ? { }
     }: {
-      inherit hostname sshUser sshPort role system profile profilePath;
+      inherit hostname peerAddress sshUser sshPort role system profile profilePath;
       k3s = { extraFlags = [ ]; } // k3s;
       nix = {
         install = "closure";

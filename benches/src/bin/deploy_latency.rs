@@ -83,6 +83,7 @@ async fn library(cluster: &Cluster, runs: usize) -> Result<(), String> {
                 target: Target::new(format!("node{i}")),
                 profile_path: "/nix/var/nix/profiles/latency".into(),
                 profile: StorePath::parse(root).expect("fixture root is a store path"),
+                peer_address: None,
             })
             .collect()
     };

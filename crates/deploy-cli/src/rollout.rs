@@ -198,6 +198,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
             name: node.name.clone(),
             target: target.clone(),
             profile_path: node.profile_path.clone(),
+            peer_address: node.peer_address.clone(),
             profile: built
                 .get(&node.name)
                 .cloned()

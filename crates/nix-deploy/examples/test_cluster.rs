@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             target: Target::new(node.name.clone()),
             profile_path: node.profile_path.clone(),
             profile: built[&node.name].clone(),
+            peer_address: None,
         })
         .collect();
     let opts = DeployOptions {

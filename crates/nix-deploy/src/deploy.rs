@@ -359,6 +359,7 @@ async fn deploy_one(
                     connect_timeout: opts.ssh.connect_timeout,
                     events: tx,
                     source: &source,
+                    peer_address: plan.peer_address.as_deref(),
                 };
                 seat.copy(&mut store, &plan.profile, ctx).await?
             }

@@ -167,6 +167,9 @@ pub struct NodeConfig {
     pub name: String,
     /// Address or DNS name to reach it over SSH.
     pub hostname: String,
+    /// The address the other nodes reach it at, for fan-out (`None`:
+    /// `hostname`).
+    pub peer_address: Option<String>,
     /// SSH user (default `root`).
     pub ssh_user: String,
     /// SSH port (default 22).

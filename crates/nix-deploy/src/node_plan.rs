@@ -15,4 +15,7 @@ pub struct NodePlan {
     pub profile_path: String,
     /// The built profile (in the local store).
     pub profile: StorePath,
+    /// The address the other nodes reach it at, for fan-out (`None`: the
+    /// address the deployer reached it at).
+    pub peer_address: Option<String>,
 }

@@ -73,6 +73,7 @@ fn plan(node: &str, root: &str) -> NodePlan {
         target: Target::parse(node).unwrap(),
         profile_path: PROFILE.to_owned(),
         profile: StorePath::parse(root).unwrap(),
+        peer_address: None,
     }
 }
 

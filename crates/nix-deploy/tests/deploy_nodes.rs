@@ -36,6 +36,7 @@ async fn three_nodes_in_parallel_and_one_down_fails_alone() {
             target: Target::parse(node.name()).unwrap(),
             profile_path: PROFILE.to_owned(),
             profile: StorePath::parse(root).unwrap(),
+            peer_address: None,
         })
         .collect();
     let opts = DeployOptions {

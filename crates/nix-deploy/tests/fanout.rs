@@ -1,6 +1,7 @@
 //! Fan-out on real nodes (Nix 2.26 and 2.8): the deployer sends the union
 //! of the closures once, to the seed, and the other nodes are fed node to
-//! node by the relay; a node its peers can't reach gets a direct copy; a
+//! node by the relay; a node its peers can't reach gets a direct copy, and
+//! one they reach only at its peer address is fed there; a
 //! relay's key works only from its source, only for the daemon, and not
 //! after its expiry; after an aborted deploy the relay ends and its key
 //! expires, and the next deploy clears it.
@@ -48,6 +49,7 @@ fn cluster_and_plans(tag: &str) -> (Cluster, Vec<NodePlan>, BTreeSet<String>) {
                 target: Target::parse(node.name()).unwrap(),
                 profile_path: PROFILE.to_owned(),
                 profile: StorePath::parse(&profile.root).unwrap(),
+                peer_address: None,
             }
         })
         .collect();
@@ -224,6 +226,46 @@ async fn a_node_its_peers_cant_reach_gets_a_direct_copy() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_its_peers_reach_only_at_its_peer_address_is_fed_there() {
+    let (cluster, mut plans, _) = cluster_and_plans("peer-address");
+    // c has a second address, the one it also sends to its peers from
+    // (its "private network"); a and b can't reach its first one.
+    let c = cluster.node("c").unwrap();
+    let ip = c.ip().to_string();
+    let prefix = ip.rsplit_once('.').unwrap().0;
+    let private = format!("{prefix}.200");
+    c.run_ok(&format!(
+        "dev=$(ip -o -4 addr show | awk '$4 ~ /^{ip}\\// {{print $2}}'); \
+         ip addr add {private}/24 dev $dev && \
+         ip route replace {prefix}.0/24 dev $dev proto kernel scope link src {private}"
+    ))
+    .unwrap();
+    for peer in ["a", "b"] {
+        let node = cluster.node(peer).unwrap();
+        node.run_ok(&format!("ip route add prohibit {ip}/32"))
+            .unwrap();
+    }
+    for plan in &mut plans {
+        if plan.name == "c" {
+            plan.peer_address = Some(private.clone());
+        }
+    }
+    let opts = options(&cluster, Duration::from_secs(600));
+    let (outcomes, sources) = deploy(plans.clone(), &opts).await;
+    for o in &outcomes {
+        assert!(matches!(o.status, NodeStatus::Done), "{o:?}");
+    }
+    check_deployed(&cluster, &plans);
+    assert!(
+        sources
+            .iter()
+            .all(|(_, s)| !matches!(s, Source::Direct { .. })),
+        "every node fed through the fan-out: {sources:?}"
+    );
+    assert_eq!(sources.len(), 3, "{sources:?}");
+}
+
 /// A session to `node` from this machine with `key`, accepting the host
 /// key `pinned` only.
 async fn connect_with(
@@ -375,6 +417,7 @@ async fn after_an_aborted_deploy_the_relay_ends_its_key_expires_and_the_next_dep
             );
             NodePlan {
                 profile: StorePath::parse(&profile.root).unwrap(),
+                peer_address: None,
                 ..p.clone()
             }
         })

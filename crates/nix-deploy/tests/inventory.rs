@@ -420,3 +420,29 @@ async fn a_cluster_cache_lands_in_every_nodes_nix_conf_settings() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_peer_address_is_read_and_checked_like_a_hostname() {
+    let inv = load_edited(&[(
+        "hostname = \"203.0.113.11\";",
+        "hostname = \"203.0.113.11\"; peerAddress = \"10.0.0.11\";",
+    )])
+    .await
+    .expect("inventory");
+    assert_eq!(
+        inv.nodes["k8s-cluster-node-1"].peer_address.as_deref(),
+        Some("10.0.0.11")
+    );
+    assert_eq!(inv.nodes["k8s-cluster-main"].peer_address, None);
+    let err = load_edited(&[(
+        "hostname = \"203.0.113.11\";",
+        "hostname = \"203.0.113.11\"; peerAddress = \"-oProxyCommand=x\";",
+    )])
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("node `k8s-cluster-node-1`: peerAddress "),
+        "{err}"
+    );
+}

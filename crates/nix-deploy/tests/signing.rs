@@ -201,6 +201,7 @@ async fn deploy_nodes_as_an_untrusted_user_switches_with_signing_and_fails_witho
             target: Target::parse(&format!("deploy@{}", node.name())).unwrap(),
             profile_path: profile.clone(),
             profile: StorePath::parse(&fx.root).unwrap(),
+            peer_address: None,
         };
         let mut opts = DeployOptions {
             goal: Goal::Switch,

@@ -42,6 +42,8 @@ pub(crate) struct EdgeSettings<'a> {
     pub daemon_command: &'a str,
     pub key_lifetime: Duration,
     pub connect_timeout: Duration,
+    /// Where the relay reaches the fed node, if not where the deployer did.
+    pub fed_address: Option<&'a str>,
 }
 
 impl Edge {
@@ -76,7 +78,7 @@ impl Edge {
             fed_name: fed_name.to_owned(),
         };
         let target = RelayTarget {
-            host: fed.host().to_owned(),
+            host: settings.fed_address.unwrap_or(fed.host()).to_owned(),
             port: fed.port(),
             user: fed.user().to_owned(),
             host_keys: vec![host_key],

@@ -181,6 +181,9 @@ pub struct SeatCopy<'a, L: AsyncRead + AsyncWrite + Unpin + Send> {
     pub events: mpsc::UnboundedSender<CopyEvent>,
     /// Told where the node's paths come from.
     pub source: &'a (dyn Fn(Source) + Send + Sync),
+    /// The address its feeding node sends to (`None`: the one the
+    /// deployer reached it at).
+    pub peer_address: Option<&'a str>,
 }
 
 impl FanOut {
@@ -555,6 +558,7 @@ impl Seat {
             daemon_command: ctx.daemon_command,
             key_lifetime: self.fanout.options.key_lifetime,
             connect_timeout: ctx.connect_timeout,
+            fed_address: ctx.peer_address,
         };
         let mut edge = Edge::open(
             (parent_name, &parent_session),

@@ -67,6 +67,10 @@ pub(super) fn check_node(
 
     let hostname = f.required("hostname", "set the node's address")?;
     validate::hostname(&hostname).map_err(|p| f.error("hostname", p))?;
+    let peer_address = f.string("peerAddress")?;
+    if let Some(a) = &peer_address {
+        validate::hostname(a).map_err(|p| f.error("peerAddress", p))?;
+    }
     let role = match f.string("role")?.as_deref() {
         Some("server") => Role::Server,
         Some("agent") => Role::Agent,
@@ -108,6 +112,7 @@ pub(super) fn check_node(
     Ok(NodeConfig {
         name: name.to_string(),
         hostname,
+        peer_address,
         ssh_user,
         ssh_port,
         role,

@@ -32,7 +32,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::closure::{closure_infos, ClosureError};
-pub use remote::{BinaryCache, CacheCredentials};
+pub use remote::{BinaryCache, CacheCredentials, DEFAULT_REQUEST_TIMEOUT};
 pub use spool::NarCompression;
 
 /// HEAD requests (and narinfo uploads) in flight at once.
@@ -64,6 +64,17 @@ pub enum CacheError {
         /// Why.
         #[source]
         source: reqwest::Error,
+    },
+    /// A request got no answer in time.
+    #[error(
+        "binary cache {cache}: {key}: no answer in time: check that the cache is up and \
+         answering, or deploy with --no-cache"
+    )]
+    TimedOut {
+        /// The cache.
+        cache: String,
+        /// The file.
+        key: String,
     },
     /// The cache refused a request.
     #[error(

@@ -18,8 +18,14 @@ use super::CacheError;
 /// How long a presigned S3 request stays valid (it is sent at once).
 const PRESIGN_FOR: Duration = Duration::from_secs(3600);
 
-/// How long one request may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a small request (a HEAD, a narinfo) may take by default: a
+/// cache that accepts connections and never answers fails the push within
+/// it, instead of holding the deploy.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The slowest upload rate a NAR's PUT is given time for, besides the
+/// small request's time.
+const MIN_UPLOAD_RATE: u64 = 64 * 1024;
 
 /// How long connecting to the cache may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +70,7 @@ pub struct BinaryCache {
     url: String,
     kind: Kind,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for BinaryCache {
@@ -152,14 +159,21 @@ impl BinaryCache {
         };
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| bad(format!("HTTP client: {e}")))?;
         Ok(Self {
             url: url.to_owned(),
             kind,
             client,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
         })
+    }
+
+    /// Sets how long a small request may take (a NAR's upload gets that
+    /// plus its size at 64 KiB/s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The cache's URL as given.
@@ -183,7 +197,11 @@ impl BinaryCache {
                     .sign(PRESIGN_FOR),
             ),
         };
-        let response = request.send().await.map_err(|e| self.request(key, e))?;
+        let response = request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| self.request(key, e))?;
         match response.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(false),
@@ -213,6 +231,7 @@ impl BinaryCache {
             ),
         };
         let response = request
+            .timeout(self.timeout + Duration::from_secs(len / MIN_UPLOAD_RATE))
             .header(CONTENT_TYPE, content_type)
             .header(CONTENT_LENGTH, len)
             .body(body)
@@ -260,6 +279,12 @@ impl BinaryCache {
     }
 
     fn request(&self, key: &str, source: reqwest::Error) -> CacheError {
+        if source.is_timeout() {
+            return CacheError::TimedOut {
+                cache: self.url.clone(),
+                key: key.to_owned(),
+            };
+        }
         CacheError::Request {
             cache: self.url.clone(),
             key: key.to_owned(),
@@ -327,6 +352,30 @@ mod tests {
             c.join(base, "nar/a.nar.zst").unwrap().as_str(),
             "http://h:8080/cache/nar/a.nar.zst"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_accepts_and_never_answers_times_out_naming_the_file() {
+        // The kernel accepts connections on a listening socket nobody reads.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let cache = BinaryCache::new(&url, CacheCredentials::default())
+            .unwrap()
+            .with_timeout(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let e = cache.has("nix-cache-info").await.unwrap_err();
+        assert!(matches!(e, CacheError::TimedOut { .. }), "{e:?}");
+        assert!(e.to_string().contains(&url) && e.to_string().contains("nix-cache-info"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let e = cache
+            .put_bytes(
+                "x.narinfo",
+                "text/x-nix-narinfo",
+                b"StorePath: /nix/store/x\n".to_vec(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CacheError::TimedOut { .. }), "{e:?}");
     }
 
     #[test]

@@ -291,7 +291,13 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                     bar.set_message("failed: copying to nodes directly");
                 }
                 if verbosity == Verbosity::Normal {
-                    eprintln!("{}", cache_failed_text(&cache, &error));
+                    let text = cache_failed_text(&cache, &error);
+                    match bars_shown {
+                        true => {
+                            let _ = multi.println(text);
+                        }
+                        false => eprintln!("{text}"),
+                    }
                 }
             }
             DeployEvent::Source { name, source } => {

@@ -259,14 +259,20 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     opts.copy.receiver = args.transfer.receiver()?;
     opts.fan_out = args.fan_out.options()?;
     opts.cache = match (&resolved.cluster.cache, args.no_cache) {
-        (Some(cache), false) => Some(CachePush {
-            cache: BinaryCache::new(&cache.url, CacheCredentials::from_env())?,
-            options: PushOptions {
-                jobs: CACHE_UPLOADS,
-                compression: cache.compression.into(),
-                signing_key: args.signing.load_always()?,
-            },
-        }),
+        (Some(cache), false) => {
+            // The nodes trust this key (prepare): what falls back to a
+            // direct copy is signed with it too.
+            let key = args.signing.load_always()?;
+            opts.copy.signing_key = Some(key.clone());
+            Some(CachePush {
+                cache: BinaryCache::new(&cache.url, CacheCredentials::from_env())?,
+                options: PushOptions {
+                    jobs: CACHE_UPLOADS,
+                    compression: cache.compression.into(),
+                    signing_key: key,
+                },
+            })
+        }
         _ => None,
     };
     let cancel = CancellationToken::new();

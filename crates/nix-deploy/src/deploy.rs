@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, BinaryCache, PushOptions};
 use crate::closure::{closure_infos, ClosureError};
-use crate::copy::{CopyError, CopyOptions, NodeStore};
+use crate::copy::{CopyError, CopyOptions, NodeStore, Substitute};
 use crate::diff::NodeDiff;
 use crate::fanout::{FanOut, FanOutOptions, Seat, SeatCopy};
 use crate::profile;
@@ -101,9 +101,10 @@ pub struct DeployOptions {
     /// copied to directly. Used when at least two nodes are deployed and
     /// all of them at once (`jobs`).
     pub fan_out: Option<FanOutOptions>,
-    /// Push the deploy's closures to this binary cache first; when that
-    /// succeeds, nodes substitute from it (they list it after `deploy
-    /// prepare`) and fan-out is not used. A failed push is reported
+    /// Push the deploy's closures to this binary cache first (not with
+    /// [`Substitute::Never`]); when that succeeds, nodes substitute from it
+    /// (they list it after `deploy prepare`) and fan-out is not used. A
+    /// failed push is reported
     /// ([`DeployEvent::CacheFailed`]) and the deploy goes on without it.
     pub cache: Option<CachePush>,
 }
@@ -175,8 +176,12 @@ pub async fn deploy_nodes(
     cancel: &CancellationToken,
 ) -> Vec<NodeOutcome> {
     let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    // Nodes that substitute fetch from the filled cache; fan-out stays for
+    // nodes that don't.
     let cached = match &opts.cache {
-        Some(push) if opts.goal >= Goal::Push => {
+        Some(push)
+            if opts.goal >= Goal::Push && opts.copy.substitute_on_node != Substitute::Never =>
+        {
             let roots: Vec<StorePath> = plans.iter().map(|p| p.profile.clone()).collect();
             push_to_cache(push, &roots, events.as_ref(), cancel).await
         }
@@ -300,6 +305,8 @@ async fn push_to_cache(
             send(DeployEvent::CachePushed { report });
             true
         }
+        // The deploy is cancelled as a whole: nothing to report here.
+        Err(cache::CacheError::Cancelled) => false,
         Err(e) => {
             send(DeployEvent::CacheFailed {
                 cache: push.cache.url().to_owned(),

@@ -100,11 +100,25 @@ impl From<CacheCompression> for crate::cache::NarCompression {
 }
 
 impl CacheSettings {
-    /// URLs are one word each (they go into nix.conf), keys parse.
+    /// URLs are one word each without credentials (they go into nix.conf,
+    /// the Nix store and messages), keys parse.
     fn check(&self) -> Result<(), String> {
         for (field, url) in [("url", &self.url), ("substituter", &self.substituter)] {
-            if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if url.is_empty() || url.chars().any(char::is_whitespace) {
                 return Err(format!("{field} {url:?} must be a URL without spaces"));
+            }
+            validate::nix_setting("extra-substituters", url)
+                .map_err(|e| format!("{field}: {e}"))?;
+            let userinfo = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split('/').next())
+                .is_some_and(|authority| authority.contains('@'));
+            if userinfo {
+                return Err(format!(
+                    "{field}: credentials don't belong in the inventory (it ends up in the Nix \
+                     store): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+                     NIX_DEPLOY_CACHE_TOKEN, in the deployer's environment"
+                ));
             }
         }
         for key in &self.public_keys {

@@ -10,7 +10,7 @@ use deploy_ssh::SshSession;
 use nix_wire::signing::PublicKey;
 
 use crate::install::{install, InstallError, Installed, NixInstall};
-use crate::trust::{set_settings, trust_key, TrustChange, TrustError};
+use crate::trust::{configure, Configured, TrustChange, TrustError};
 use deploy_remote::{node_name, run, CommandError};
 
 /// What a node has.
@@ -155,14 +155,10 @@ pub async fn prepare(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let settings = match pairs.is_empty() {
-        true => None,
-        false => Some(set_settings(session, &pairs).await?),
-    };
-    let trusted_key = match key {
-        Some(key) => Some(trust_key(session, key).await?),
-        None => None,
-    };
+    let Configured {
+        settings,
+        key: trusted_key,
+    } = configure(session, &pairs, key).await?;
     let conf_changed = [settings, trusted_key].contains(&Some(TrustChange::Changed));
     let daemon_restarted = conf_changed && restart_daemon(session).await?;
     if conf_changed {

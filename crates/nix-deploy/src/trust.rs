@@ -22,6 +22,57 @@ pub async fn trust_key(session: &SshSession, key: &PublicKey) -> Result<TrustCha
     nix_conf::edit(session, |old| with_word(old, SETTING, &key.to_string())).await
 }
 
+/// What [`configure`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Configured {
+    /// Whether the settings changed nix.conf (`None`: none given).
+    pub settings: Option<TrustChange>,
+    /// Whether the key was added (`None`: no key given).
+    pub key: Option<TrustChange>,
+}
+
+/// Sets each `(name, value)` in our block of the node's nix.conf and,
+/// given `key`, adds it to the trusted public keys, in one edit over a
+/// root SSH session. One edit, because the settings may name the trusted
+/// keys too (a binary cache's): setting them would drop the deployer's key
+/// that adding it would then put back, rewriting nix.conf on every run.
+/// Restarts nothing.
+pub async fn configure(
+    session: &SshSession,
+    settings: &[(&str, &str)],
+    key: Option<&PublicKey>,
+) -> Result<Configured, TrustError> {
+    let key = key.map(|k| k.to_string());
+    let with_key = |text: &str| match &key {
+        Some(k) => with_word(text, SETTING, k),
+        None => Ok(text.to_owned()),
+    };
+    let (mut settings_changed, mut key_added) = (false, false);
+    nix_conf::edit(session, |old| {
+        let set = settings
+            .iter()
+            .try_fold(old.to_owned(), |text, (name, value)| {
+                with_setting(&text, name, value)
+            })?;
+        let new = with_key(&set)?;
+        // Each part judged against the file as it was with the other part
+        // done, not as the other part left it.
+        let old_with_key = with_key(old)?;
+        settings_changed = new != old_with_key;
+        key_added = old_with_key != old;
+        Ok(new)
+    })
+    .await?;
+    let change = |changed| match changed {
+        true => TrustChange::Changed,
+        false => TrustChange::Unchanged,
+    };
+    Ok(Configured {
+        settings: (!settings.is_empty()).then(|| change(settings_changed)),
+        key: key.as_ref().map(|_| change(key_added)),
+    })
+}
+
 /// Sets each `(name, value)` in our block of the node's nix.conf, over a
 /// root SSH session. Restarts nothing.
 pub async fn set_settings(

@@ -419,6 +419,17 @@ async fn a_cluster_cache_lands_in_every_nodes_nix_conf_settings() {
         err.to_string().starts_with("deploy.cluster.cache: url "),
         "{err}"
     );
+    // Credentials in a URL would land in the Nix store.
+    let err = load_edited(&[(
+        "acmeEmail = \"admin@example.com\";",
+        "acmeEmail = \"admin@example.com\";\n          cache = { url = \"https://ci:hunter2@cache.example.com\"; };",
+    )])
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("AWS_ACCESS_KEY_ID") && !err.to_string().contains("hunter2"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -76,6 +76,32 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
         "same bytes"
     );
 
+    // Settings naming the trusted keys (a binary cache's) and the
+    // deployer's key: once, then nothing to do.
+    let cache_key = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+    let settings = [("extra-trusted-public-keys".to_owned(), cache_key.to_owned())]
+        .into_iter()
+        .collect();
+    let first = prepare(&s, Some(&key), None, &settings).await.unwrap();
+    assert_eq!(first.settings, Some(TrustChange::Changed));
+    assert_eq!(first.trusted_key, Some(TrustChange::Unchanged), "already");
+    let conf = node.run_ok("cat /etc/nix/nix.conf").unwrap();
+    assert!(
+        conf.contains(&format!("extra-trusted-public-keys = {cache_key} {key}\n")),
+        "{conf}"
+    );
+    let again = prepare(&s, Some(&key), None, &settings).await.unwrap();
+    assert_eq!(
+        (again.settings, again.trusted_key),
+        (Some(TrustChange::Unchanged), Some(TrustChange::Unchanged))
+    );
+    assert!(!again.changed());
+    assert_eq!(
+        node.run_ok("cat /etc/nix/nix.conf").unwrap(),
+        conf,
+        "same bytes"
+    );
+
     // An unprivileged user is not trusted (the node's trusted-users is root).
     let user = session(&cluster, "deploy@nix").await;
     let facts = nix_deploy::prepare::inspect(&user).await.unwrap();

@@ -18,6 +18,7 @@ mod spool;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,7 +225,7 @@ where
         ClosureError::Daemon(e) => CacheError::Local(e),
     })?;
     let work = async {
-        if !cache.has("nix-cache-info").await? {
+        if !retrying(|| cache.has("nix-cache-info")).await? {
             cache
                 .put_bytes("nix-cache-info", "text/x-nix-cache-info", CACHE_INFO.into())
                 .await?;
@@ -266,7 +267,8 @@ async fn lacking(
 ) -> Result<BTreeSet<StorePath>, CacheError> {
     futures_util::stream::iter(infos.keys().cloned())
         .map(move |path| async move {
-            let has = cache.has(&format!("{}.narinfo", path.hash_part())).await?;
+            let key = format!("{}.narinfo", path.hash_part());
+            let has = retrying(|| cache.has(&key)).await?;
             Ok::<_, CacheError>((!has).then_some(path))
         })
         .buffer_unordered(QUERIES_AT_ONCE)
@@ -367,8 +369,12 @@ async fn upload_nar(
 ) -> Result<NarFile, CacheError> {
     let source = PathBuf::from(info.path.to_absolute());
     let (zstd_level, started) = (level.get(), Instant::now());
+    // Dropping this future (a cancelled push) stops the compression, which
+    // the runtime would otherwise wait for when it shuts down.
+    let stop = StopOnDrop(Arc::default());
+    let flag = stop.0.clone();
     let spooled =
-        tokio::task::spawn_blocking(move || spool::spool(&source, compression, zstd_level))
+        tokio::task::spawn_blocking(move || spool::spool(&source, compression, zstd_level, flag))
             .await
             .map_err(|e| CacheError::Nar {
                 path: info.path.to_absolute(),
@@ -395,6 +401,15 @@ async fn upload_nar(
     Ok(file)
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Signs and uploads one path's narinfo.
 async fn upload_narinfo(
     cache: &BinaryCache,
@@ -411,10 +426,10 @@ async fn upload_narinfo(
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or [`ATTEMPTS`] ran.
-async fn retrying<F, Fut>(mut attempt: F) -> Result<(), CacheError>
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, CacheError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), CacheError>>,
+    Fut: std::future::Future<Output = Result<T, CacheError>>,
 {
     let mut tries = 1;
     loop {

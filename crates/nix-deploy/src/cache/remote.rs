@@ -24,8 +24,8 @@ const PRESIGN_FOR: Duration = Duration::from_secs(3600);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The slowest upload rate a NAR's PUT is given time for, besides the
-/// small request's time.
-const MIN_UPLOAD_RATE: u64 = 64 * 1024;
+/// small request's time: 64 KiB/s shared by the push's 4 uploads.
+const MIN_UPLOAD_RATE: u64 = 16 * 1024;
 
 /// How long connecting to the cache may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,6 +124,14 @@ impl BinaryCache {
                         "a key prefix is not supported: s3://<bucket> only".into()
                     ));
                 }
+                if let Some((unknown, _)) = parsed
+                    .query_pairs()
+                    .find(|(k, _)| !matches!(k.as_ref(), "region" | "endpoint" | "scheme"))
+                {
+                    return Err(bad(format!(
+                        "unknown setting {unknown:?}: s3:// takes region, endpoint and scheme"
+                    )));
+                }
                 let query = |key: &str| {
                     parsed
                         .query_pairs()
@@ -170,7 +178,7 @@ impl BinaryCache {
     }
 
     /// Sets how long a small request may take (a NAR's upload gets that
-    /// plus its size at 64 KiB/s).
+    /// plus its size at 16 KiB/s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -336,7 +344,13 @@ mod tests {
             bucket.object_url("x").as_str(),
             "https://cache.s3.us-east-1.amazonaws.com/x"
         );
-        for bad in ["ftp://x", "s3://", "s3://b/prefix", "not a url"] {
+        for bad in [
+            "ftp://x",
+            "s3://",
+            "s3://b/prefix",
+            "not a url",
+            "s3://b?endpiont=minio:9000",
+        ] {
             let e = BinaryCache::new(bad, CacheCredentials::default()).unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
         }

@@ -7,8 +7,9 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix_wire::nar::{self, NarError, NarStats};
@@ -100,17 +101,21 @@ pub(crate) struct Spooled {
 }
 
 /// Writes the NAR of `path`, compressed (zstd at `level`), to a new
-/// temporary file.
+/// temporary file in `$TMPDIR`, else `/var/tmp` (on disk, where `/tmp` may
+/// be memory). Setting `stop` ends it early with an error.
 pub(crate) fn spool(
     path: &Path,
     compression: NarCompression,
     level: i32,
+    stop: Arc<AtomicBool>,
 ) -> Result<Spooled, NarError> {
-    let file = NamedTempFile::new().map_err(NarError::Write)?;
+    let dir = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
+    let file = NamedTempFile::new_in(dir).map_err(NarError::Write)?;
     let out = Hashing {
         inner: BufWriter::new(file.reopen().map_err(NarError::Write)?),
         hasher: Sha256::new(),
         len: 0,
+        stop,
     };
     let (nar, out) = match compression {
         NarCompression::Zstd => {
@@ -132,23 +137,27 @@ pub(crate) fn spool(
     })
 }
 
-/// A writer that hashes and counts what goes through it.
+/// A writer that hashes and counts what goes through it, and fails once
+/// `stop` is set.
 struct Hashing {
     inner: BufWriter<File>,
     hasher: Sha256,
     len: u64,
+    stop: Arc<AtomicBool>,
 }
 
 impl Hashing {
     fn finish(mut self) -> io::Result<(Sha256Hash, u64)> {
         self.inner.flush()?;
-        self.inner.get_ref().sync_data()?;
         Ok((Sha256Hash(self.hasher.finalize().into()), self.len))
     }
 }
 
 impl Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the push was cancelled"));
+        }
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
@@ -173,7 +182,7 @@ mod tests {
         let mut plain = Vec::new();
         let stats = nar::dump(&src, &mut plain).unwrap();
         for compression in [NarCompression::Zstd, NarCompression::None] {
-            let s = spool(&src, compression, Level::START).unwrap();
+            let s = spool(&src, compression, Level::START, Arc::default()).unwrap();
             assert_eq!(s.nar, stats);
             let bytes = std::fs::read(s.file.path()).unwrap();
             assert_eq!(s.file_size, bytes.len() as u64);
@@ -184,6 +193,13 @@ mod tests {
             };
             assert_eq!(back, plain);
         }
+        let stopped = spool(
+            &src,
+            NarCompression::None,
+            1,
+            Arc::new(AtomicBool::new(true)),
+        );
+        assert!(stopped.is_err(), "a stopped spool fails");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nix_deploy::cache::CacheEvent;
+use nix_deploy::cache::{CacheError, CacheEvent, Lacking};
 use nix_deploy::copy::CopyEvent;
 use nix_deploy::deploy::{DeployEvent, NodeError, NodeOutcome, NodePlan, NodeStatus};
 use nix_deploy::diff::{NodeDiff, Uplink};
@@ -107,7 +107,14 @@ fn label(p: &nix_deploy::diff::Package) -> String {
 }
 
 /// `--diff` results.
-pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool, fan_out: bool) {
+/// `cache`: the binary cache's URL and what it lacks (or why it could not
+/// be asked), when the inventory has one.
+pub fn diffs(
+    diffs: &[(String, Result<NodeDiff, NodeError>)],
+    as_json: bool,
+    fan_out: bool,
+    cache: Option<(&str, Result<Lacking, CacheError>)>,
+) {
     let uplink = Uplink::of(diffs.iter().filter_map(|(_, r)| r.as_ref().ok()));
     let through = if fan_out {
         uplink.bytes
@@ -124,7 +131,15 @@ pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool, fan
             .collect();
         let uplink = json!({"fanOut": fan_out, "paths": uplink.paths, "bytes": through,
             "fanOutBytes": uplink.bytes, "directBytes": uplink.direct_bytes});
-        println!("{}", json!({ "nodes": nodes, "uplink": uplink }));
+        let cache = cache.map(|(url, lacking)| match lacking {
+            Ok(l) => json!({"url": url, "paths": l.paths, "missingPaths": l.missing,
+                "missingBytes": l.missing_nar_bytes}),
+            Err(e) => json!({"url": url, "error": e.to_string()}),
+        });
+        println!(
+            "{}",
+            json!({ "nodes": nodes, "uplink": uplink, "cache": cache })
+        );
         return;
     }
     for (name, r) in diffs {
@@ -175,6 +190,20 @@ pub fn diffs(diffs: &[(String, Result<NodeDiff, NodeError>)], as_json: bool, fan
                 HumanBytes(uplink.bytes)
             ),
         }
+    }
+    match cache {
+        Some((url, Ok(l))) => println!(
+            "binary cache {url}: lacks {} of {} paths ({}): pushed once, then the nodes \
+             substitute from it",
+            l.missing,
+            l.paths,
+            HumanBytes(l.missing_nar_bytes)
+        ),
+        Some((url, Err(e))) => println!(
+            "binary cache {url}: can't be asked ({e}): the deploy would copy to the nodes \
+             as if there were none"
+        ),
+        None => {}
     }
 }
 

@@ -16,7 +16,9 @@ use clap::{Args, ValueEnum};
 use deploy_ssh::SshOptions;
 use nix_deploy::cache::{BinaryCache, CacheCredentials, CacheError, PushOptions};
 use nix_deploy::copy::CopyOptions;
-use nix_deploy::deploy::{deploy_nodes, diff_nodes, CachePush, DeployOptions, Goal, NodePlan};
+use nix_deploy::deploy::{
+    deploy_nodes, diff_cache, diff_nodes, CachePush, DeployOptions, Goal, NodePlan,
+};
 use nix_deploy::inventory::{build_profiles, InventoryError, NodeConfig, Role};
 use tokio_util::sync::CancellationToken;
 
@@ -248,32 +250,43 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
     )));
     // Exit codes count the nodes planned, not the answers that came back.
     let total = plans.len();
+    let cache = match (&resolved.cluster.cache, args.no_cache) {
+        (Some(cache), false) => Some((
+            BinaryCache::new(&cache.url, CacheCredentials::from_env())?,
+            cache.compression,
+        )),
+        _ => None,
+    };
     if args.diff {
+        let lacking = match &cache {
+            Some((cache, _)) => Some((cache.url(), diff_cache(cache, &plans).await)),
+            None => None,
+        };
         let diffs = diff_nodes(plans, &opts).await;
         let failed = total - diffs.iter().filter(|(_, r)| r.is_ok()).count();
         let fan_out = args.fan_out.options()?.is_some();
-        report::diffs(&diffs, args.json, fan_out);
+        report::diffs(&diffs, args.json, fan_out, lacking);
         return Ok(exit_code(failed, total));
     }
     opts.copy.signing_key = args.signing.load()?;
     opts.copy.receiver = args.transfer.receiver()?;
     opts.fan_out = args.fan_out.options()?;
-    opts.cache = match (&resolved.cluster.cache, args.no_cache) {
-        (Some(cache), false) => {
+    opts.cache = match cache {
+        Some((cache, compression)) => {
             // The nodes trust this key (prepare): what falls back to a
             // direct copy is signed with it too.
             let key = args.signing.load_always()?;
             opts.copy.signing_key = Some(key.clone());
             Some(CachePush {
-                cache: BinaryCache::new(&cache.url, CacheCredentials::from_env())?,
+                cache,
                 options: PushOptions {
                     jobs: CACHE_UPLOADS,
-                    compression: cache.compression.into(),
+                    compression: compression.into(),
                     signing_key: key,
                 },
             })
         }
-        _ => None,
+        None => None,
     };
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();

@@ -135,9 +135,19 @@ fn an_http_cache_is_filled_once_and_every_node_substitutes_from_it() {
     let flake = flake_with_cache(&format!("url = \"{url}\";"));
     let key_dir = tempfile::tempdir().unwrap();
     let key = key_dir.path().join("signing-key");
+    let preview = |cluster: &Cluster| {
+        let out = run(cluster, flake.path(), &key, &[], &["--diff", "--json"], &[]);
+        events(&out).pop().expect("the preview")["cache"].clone()
+    };
+    let before = preview(&cluster);
+    assert_eq!(before["url"], url.as_str(), "{before}");
     let first = deploy_through_cache(&cluster, flake.path(), &key, &url, &[]);
     let pushed = event(&first, "cachePushed");
     let uploaded = pushed["uploadedPaths"].as_u64().unwrap();
+    // The preview said what the push would upload; now nothing is lacking.
+    assert_eq!(before["missingPaths"].as_u64(), Some(uploaded), "{before}");
+    assert_eq!(before["missingBytes"], pushed["narBytes"], "{before}");
+    assert_eq!(preview(&cluster)["missingPaths"], 0);
 
     // The cache holds Nix's format: signed narinfos, zstd NARs.
     let narinfos: Vec<_> = std::fs::read_dir(root.path())
@@ -201,6 +211,19 @@ fn a_cache_that_is_down_leaves_the_nodes_to_direct_copies() {
     let key_dir = tempfile::tempdir().unwrap();
     let key = key_dir.path().join("signing-key");
     run(&cluster, flake.path(), &key, &["prepare"], &["--json"], &[]);
+    let out = run(
+        &cluster,
+        flake.path(),
+        &key,
+        &[],
+        &["--diff", "--json"],
+        &[],
+    );
+    let preview = events(&out).pop().expect("the preview");
+    assert!(
+        preview["cache"]["error"].as_str().unwrap().contains(&url),
+        "{preview}"
+    );
     let out = run(
         &cluster,
         flake.path(),

@@ -268,6 +268,17 @@ pub async fn deploy_nodes(
     outcomes
 }
 
+/// What `cache` lacks of the plans' closures: what a deploy would push to
+/// it (the preview beside [`diff_nodes`]). Changes nothing.
+pub async fn diff_cache(
+    cache: &BinaryCache,
+    plans: &[NodePlan],
+) -> Result<cache::Lacking, cache::CacheError> {
+    let roots: Vec<StorePath> = plans.iter().map(|p| p.profile.clone()).collect();
+    let mut local = local_store().await.map_err(cache::CacheError::Local)?;
+    cache::lacks(cache, &mut local, &roots).await
+}
+
 /// Pushes the closures of `roots` to the cache, telling `events` how it
 /// goes; whether the cache now has them all.
 async fn push_to_cache(

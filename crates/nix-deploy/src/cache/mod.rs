@@ -201,6 +201,50 @@ pub struct PushReport {
     pub elapsed: Duration,
 }
 
+/// What a cache lacks of some closures (the preview of a push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lacking {
+    /// Paths in the closures.
+    pub paths: usize,
+    /// Paths the cache lacks.
+    pub missing: usize,
+    /// Their NAR bytes.
+    pub missing_nar_bytes: u64,
+}
+
+/// Asks `cache` which paths of the closures of `roots` (read from the
+/// `local` store) it lacks, changing nothing.
+pub async fn lacks<S>(
+    cache: &BinaryCache,
+    local: &mut DaemonClient<S>,
+    roots: &[StorePath],
+) -> Result<Lacking, CacheError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let infos = local_closure(local, roots).await?;
+    let missing = lacking(cache, &infos).await?;
+    Ok(Lacking {
+        paths: infos.len(),
+        missing: missing.len(),
+        missing_nar_bytes: missing.iter().map(|p| infos[p].nar_size).sum(),
+    })
+}
+
+/// The closures of `roots` with their path infos, from the local store.
+async fn local_closure<S>(
+    local: &mut DaemonClient<S>,
+    roots: &[StorePath],
+) -> Result<BTreeMap<StorePath, PathInfo>, CacheError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    closure_infos(local, roots).await.map_err(|e| match e {
+        ClosureError::NotValid(p) => CacheError::NotInLocalStore(p.to_absolute()),
+        ClosureError::Daemon(e) => CacheError::Local(e),
+    })
+}
+
 /// Pushes the closures of `roots` (read from the `local` store) to
 /// `cache`: what it lacks is uploaded, signed with `opts.signing_key`.
 pub async fn push<S>(
@@ -220,10 +264,7 @@ where
             let _ = tx.send(e);
         }
     };
-    let infos = closure_infos(local, roots).await.map_err(|e| match e {
-        ClosureError::NotValid(p) => CacheError::NotInLocalStore(p.to_absolute()),
-        ClosureError::Daemon(e) => CacheError::Local(e),
-    })?;
+    let infos = local_closure(local, roots).await?;
     let work = async {
         if !retrying(|| cache.has("nix-cache-info")).await? {
             cache

@@ -6,7 +6,7 @@
 //!   memory (secrets and file contents never go into an argv), a
 //!   [`Limits`] timeout on both ends and a cap on its stdout, and errors
 //!   that name the node, the command, its status and its stderr;
-//! - [`file`]: the files a deploy owns on nodes (atomic, written only when
+//! - [`mod@file`]: the files a deploy owns on nodes (atomic, written only when
 //!   their content changes);
 //! - [`nix_conf`]: our block of the node's `/etc/nix/nix.conf`.
 //!

@@ -164,7 +164,7 @@ impl RemoteProcess {
     }
 
     /// Sends EOF, reads stdout to its end and waits for the exit status;
-    /// returns the status and the stdout (at most [`MAX_STDOUT`] bytes:
+    /// returns the status and the stdout (at most `MAX_STDOUT` bytes:
     /// more is [`SshError::TooMuchOutput`]).
     pub async fn finish(self) -> Result<(ExitStatus, Vec<u8>), SshError> {
         self.finish_bounded(MAX_STDOUT).await

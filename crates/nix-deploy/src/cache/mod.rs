@@ -5,13 +5,13 @@
 //!
 //! A push asks the cache which narinfos it has (HEAD requests, many at
 //! once), compresses the missing NARs from the local filesystem into
-//! temporary files ([`spool`]; zstd's level follows whichever of
+//! temporary files (`spool`; zstd's level follows whichever of
 //! compressing and uploading is slower) and uploads them `jobs` at a time, then
 //! uploads their narinfos in layers, in an order where a path's narinfo appears only
 //! once its references' are there: a cache never offers a path it can't
 //! give the closure of, even after an interrupted push. Each narinfo
 //! carries the path's own signatures plus the deployer's, which nodes
-//! trust (`deploy prepare`). [`remote`] owns the URLs and requests.
+//! trust (`deploy prepare`). `remote` owns the URLs and requests.
 
 mod remote;
 mod spool;

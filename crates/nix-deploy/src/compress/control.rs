@@ -86,8 +86,8 @@ impl ZstdControl {
     /// carries `per_channel` bytes per second uncompressed (`plain_rate`
     /// all together): the slower a channel, the higher the level the
     /// control starts at and may reach (each step up costs more CPU per byte
-    /// and compresses a little better), up to [`MAX_LEVEL`] and to what
-    /// [`CONTEXT_BUDGET`] allows for that many contexts. `on_decision` hears
+    /// and compresses a little better), up to `MAX_LEVEL` and to what
+    /// `CONTEXT_BUDGET` allows for that many contexts. `on_decision` hears
     /// of every change.
     pub fn for_link(
         per_channel: u64,

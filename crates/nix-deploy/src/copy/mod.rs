@@ -11,7 +11,7 @@
 //! something to send ([`crate::link`]): the number of connections and whether to
 //! compress ([`plan`]); compressed uploads use zstd through the node's
 //! receiver, pushed first if it is missing, else a zlib SSH session, else
-//! none ([`transport`]).
+//! none (`transport`).
 
 mod error;
 mod events;

@@ -68,7 +68,7 @@ pub enum NodeError {
     /// Another node failed and fail-fast was asked for, or the user cancelled.
     #[error("cancelled")]
     Cancelled,
-    /// The node's deploy took longer than [`DeployOptions::node_timeout`].
+    /// The node's deploy took longer than [`crate::deploy::DeployOptions::node_timeout`].
     #[error("{node}: the deploy did not finish within {seconds} s and was stopped (its watchdog, if armed, rolls the node back); check the node, or allow more time (--node-timeout)")]
     TimedOut {
         /// The node.

@@ -11,7 +11,7 @@
 //! The relay's key is its own (made on the feeding node, never leaving the
 //! relay) and is authorized on the fed node for this edge only, restricted
 //! to the relay's address and the daemon command, and expiring by itself
-//! ([`authorize`]). Nothing is assumed of the nodes' network: a relay that
+//! (`authorize`). Nothing is assumed of the nodes' network: a relay that
 //! can't reach its node, or fails later, leaves that node a direct copy
 //! from the deployer of what it still lacks, as does a feeding node that
 //! fails. Nodes of a deploy take their [`Seat`] together; with fewer than

@@ -310,6 +310,9 @@ pub async fn progress(mut rx: UnboundedReceiver<DeployEvent>, verbosity: Verbosi
                     bar.inc(nar_size);
                 }
             }
+            DeployEvent::Cache {
+                event: CacheEvent::Available { .. },
+            } => {}
             DeployEvent::CachePushed { .. } => {
                 if let Some(bar) = bars.get(CACHE_BAR) {
                     bar.set_message("pushed; nodes substitute from it");
@@ -396,6 +399,9 @@ fn event_line(event: &DeployEvent) -> Option<String> {
                 path, file_size, ..
             },
         } => format!("binary cache: pushed {path} ({})", HumanBytes(*file_size)),
+        DeployEvent::Cache {
+            event: CacheEvent::Available { paths },
+        } => format!("binary cache: {} more paths available to the nodes", paths.len()),
         DeployEvent::CachePushed { report } => format!(
             "binary cache: {} paths pushed ({} compressed) in {:.1} s; nodes substitute from it",
             report.uploaded,
@@ -447,6 +453,9 @@ fn event_json(event: &DeployEvent) -> Option<Value> {
         } => {
             json!({"event": "cacheUploaded", "path": path.to_absolute(), "narSize": nar_size, "fileSize": file_size})
         }
+        DeployEvent::Cache {
+            event: CacheEvent::Available { paths },
+        } => json!({"event": "cacheAvailable", "paths": paths.len()}),
         DeployEvent::CachePushed { report } => json!({"event": "cachePushed",
             "paths": report.paths, "presentPaths": report.present, "uploadedPaths": report.uploaded,
             "narBytes": report.nar_bytes, "fileBytes": report.file_bytes,

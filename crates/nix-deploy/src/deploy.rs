@@ -21,7 +21,7 @@ use futures_util::FutureExt;
 use nix_wire::daemon::{self, ClientConfig, DaemonClient, LocalTransport};
 use nix_wire::StorePath;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, BinaryCache, PushOptions};
@@ -47,6 +47,10 @@ pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default time a deploy waits for another one to release a node.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a node following the cache may take per batch with
+/// [`Substitute::Always`].
+const FOLLOW_WAIT: Duration = Duration::from_secs(3600);
 
 /// The default time one node's deploy may take, from its connection to its
 /// confirmation.
@@ -101,11 +105,13 @@ pub struct DeployOptions {
     /// copied to directly. Used when at least two nodes are deployed and
     /// all of them at once (`jobs`).
     pub fan_out: Option<FanOutOptions>,
-    /// Push the deploy's closures to this binary cache first (not with
-    /// [`Substitute::Never`]); when that succeeds, nodes substitute from it
-    /// (they list it after `deploy prepare`) and fan-out is not used. A
-    /// failed push is reported
-    /// ([`DeployEvent::CacheFailed`]) and the deploy goes on without it.
+    /// Push the deploy's closures to this binary cache (not with
+    /// [`Substitute::Never`]) while the nodes' deploys start: each node
+    /// substitutes its paths as they land there (it lists the cache after
+    /// `deploy prepare`), and fan-out is not used. A failed push is
+    /// reported
+    /// ([`DeployEvent::CacheFailed`]) and the nodes get direct copies of
+    /// what they still lack.
     pub cache: Option<CachePush>,
 }
 
@@ -176,20 +182,21 @@ pub async fn deploy_nodes(
     cancel: &CancellationToken,
 ) -> Vec<NodeOutcome> {
     let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
-    // Nodes that substitute fetch from the filled cache; fan-out stays for
-    // nodes that don't.
-    let cached = match &opts.cache {
+    // With a cache, the nodes substitute from it as it fills (fan-out is
+    // not used); unless they don't substitute at all.
+    let push = match &opts.cache {
         Some(push)
             if opts.goal >= Goal::Push && opts.copy.substitute_on_node != Substitute::Never =>
         {
-            let roots: Vec<StorePath> = plans.iter().map(|p| p.profile.clone()).collect();
-            push_to_cache(push, &roots, events.as_ref(), cancel).await
+            Some(push)
         }
-        _ => false,
+        _ => None,
     };
+    let roots: Vec<StorePath> = plans.iter().map(|p| p.profile.clone()).collect();
+    let (feed, fed) = watch::channel(CacheFeed::default());
     let fanout = match &opts.fan_out {
         Some(f)
-            if !cached
+            if push.is_none()
                 && opts.goal >= Goal::Push
                 && plans.len() >= 2
                 && plans.len() <= opts.jobs =>
@@ -207,13 +214,20 @@ pub async fn deploy_nodes(
             (limit.clone(), opts.clone(), events.clone(), cancel.clone());
         let name = plan.name.clone();
         let seat = fanout.as_ref().map(|f| f.seat(&plan.name));
+        let follow = push.map(|_| fed.clone());
         let handle = tokio::spawn(async move {
             let start = Instant::now();
             let _permit = limit.acquire_owned().await;
             let mut sent = (0, 0);
             // A panic (a bug, say in a third-party stage) is this node's
             // failure, told to the stages like any other.
-            let run = AssertUnwindSafe(deploy_one(&plan, &opts, events.as_ref(), seat, &mut sent));
+            let run = AssertUnwindSafe(deploy_one(
+                &plan,
+                &opts,
+                events.as_ref(),
+                (seat, follow),
+                &mut sent,
+            ));
             let result = tokio::select! {
                 r = tokio::time::timeout(opts.node_timeout, run.catch_unwind()) => match r {
                     Ok(Ok(r)) => r,
@@ -243,6 +257,22 @@ pub async fn deploy_nodes(
         (name, handle)
     });
     let handles: Vec<_> = tasks.collect();
+    let pushing = async {
+        if let Some(push) = push {
+            push_to_cache(push, &roots, events.as_ref(), cancel, &feed).await;
+        }
+        feed.send_modify(|f| f.done = true);
+    };
+    let ((), outcomes) = tokio::join!(pushing, collect(handles, opts, cancel));
+    outcomes
+}
+
+/// Each node's outcome, in the order of `handles`.
+async fn collect(
+    handles: Vec<(String, tokio::task::JoinHandle<NodeOutcome>)>,
+    opts: &DeployOptions,
+    cancel: &CancellationToken,
+) -> Vec<NodeOutcome> {
     let start = Instant::now();
     let mut outcomes = Vec::with_capacity(handles.len());
     for (name, handle) in handles {
@@ -279,14 +309,25 @@ pub async fn diff_cache(
     cache::lacks(cache, &mut local, &roots).await
 }
 
+/// What the binary cache has received so far in this deploy, for the
+/// nodes that follow it.
+#[derive(Debug, Default)]
+struct CacheFeed {
+    /// Paths whose narinfos are there, in the order they came.
+    available: Vec<StorePath>,
+    /// The push ended (done or failed).
+    done: bool,
+}
+
 /// Pushes the closures of `roots` to the cache, telling `events` how it
-/// goes; whether the cache now has them all.
+/// goes and `feed` what is available.
 async fn push_to_cache(
     push: &CachePush,
     roots: &[StorePath],
     events: Option<&UnboundedSender<DeployEvent>>,
     cancel: &CancellationToken,
-) -> bool {
+    feed: &watch::Sender<CacheFeed>,
+) {
     let send = |e: DeployEvent| {
         if let Some(tx) = events {
             let _ = tx.send(e);
@@ -295,6 +336,9 @@ async fn push_to_cache(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = async {
         while let Some(event) = rx.recv().await {
+            if let cache::CacheEvent::Available { paths } = &event {
+                feed.send_modify(|f| f.available.extend(paths.iter().cloned()));
+            }
             send(DeployEvent::Cache { event });
         }
     };
@@ -312,18 +356,53 @@ async fn push_to_cache(
     };
     let (result, ()) = tokio::join!(run, forward);
     match result {
-        Ok(report) => {
-            send(DeployEvent::CachePushed { report });
-            true
-        }
+        Ok(report) => send(DeployEvent::CachePushed { report }),
         // The deploy is cancelled as a whole: nothing to report here.
-        Err(cache::CacheError::Cancelled) => false,
-        Err(e) => {
-            send(DeployEvent::CacheFailed {
-                cache: push.cache.url().to_owned(),
-                error: e.to_string(),
-            });
-            false
+        Err(cache::CacheError::Cancelled) => {}
+        Err(e) => send(DeployEvent::CacheFailed {
+            cache: push.cache.url().to_owned(),
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// Has the node substitute its closure's paths as the binary cache
+/// receives them, until the push ends or the node fetches none of a batch
+/// (it does not read that cache, or can't reach it); the copy after it
+/// finds them valid.
+async fn follow_cache(
+    store: &NodeStore<SshConnector>,
+    local: &mut DaemonClient<LocalTransport>,
+    profile: &StorePath,
+    mut feed: watch::Receiver<CacheFeed>,
+    ask_within: Duration,
+    events: UnboundedSender<crate::copy::CopyEvent>,
+) {
+    let Ok(closure) = closure_infos(local, std::slice::from_ref(profile)).await else {
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        let (batch, done) = {
+            let f = feed.borrow_and_update();
+            let batch: Vec<StorePath> = f.available[seen..]
+                .iter()
+                .filter(|p| closure.contains_key(*p))
+                .cloned()
+                .collect();
+            seen = f.available.len();
+            (batch, f.done)
+        };
+        if !batch.is_empty()
+            && store
+                .substitute_now(&batch, ask_within, Some(events.clone()))
+                .await
+                .is_empty()
+        {
+            return;
+        }
+        if done || feed.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -332,7 +411,7 @@ async fn deploy_one(
     plan: &NodePlan,
     opts: &DeployOptions,
     events: Option<&UnboundedSender<DeployEvent>>,
-    mut seat: Option<Seat>,
+    (mut seat, follow): (Option<Seat>, Option<watch::Receiver<CacheFeed>>),
     sent: &mut (usize, u64),
 ) -> Result<NodeStatus, NodeError> {
     let send = &|e: DeployEvent| {
@@ -382,6 +461,14 @@ async fn deploy_one(
                 seat.copy(&mut store, &plan.profile, ctx).await?
             }
             None => {
+                if let Some(feed) = follow {
+                    let ask_within = match opts.copy.substitute_on_node {
+                        Substitute::Auto { ask_within } => ask_within,
+                        _ => FOLLOW_WAIT,
+                    };
+                    let profile = &plan.profile;
+                    follow_cache(&store, &mut local, profile, feed, ask_within, tx.clone()).await;
+                }
                 let never = CancellationToken::new();
                 store
                     .copy_closure(

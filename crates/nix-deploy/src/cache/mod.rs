@@ -6,12 +6,14 @@
 //! A push asks the cache which narinfos it has (HEAD requests, many at
 //! once), compresses the missing NARs from the local filesystem into
 //! temporary files (`spool`; zstd's level follows whichever of
-//! compressing and uploading is slower) and uploads them `jobs` at a time, then
-//! uploads their narinfos in layers, in an order where a path's narinfo appears only
-//! once its references' are there: a cache never offers a path it can't
-//! give the closure of, even after an interrupted push. Each narinfo
-//! carries the path's own signatures plus the deployer's, which nodes
-//! trust (`deploy prepare`). `remote` owns the URLs and requests.
+//! compressing and uploading is slower) and uploads them `jobs` at a time,
+//! references first. A path's narinfo goes up as soon as its NAR is there
+//! and its references' narinfos are: a cache never offers a path it can't
+//! give the closure of, even after an interrupted push, and nodes can
+//! substitute each path while the rest is still uploading
+//! ([`CacheEvent::Available`]). Each narinfo carries the path's own
+//! signatures plus the deployer's, which nodes trust (`deploy prepare`).
+//! `remote` owns the URLs and requests.
 
 mod remote;
 mod spool;
@@ -182,6 +184,12 @@ pub enum CacheEvent {
         /// The compressed file's size.
         file_size: u64,
     },
+    /// These paths' narinfos are in the cache, after their references':
+    /// nodes can substitute them now.
+    Available {
+        /// The paths.
+        paths: Vec<StorePath>,
+    },
 }
 
 /// What a push did.
@@ -278,16 +286,13 @@ where
             missing: missing.len(),
             missing_nar_bytes,
         });
-        let files = upload_nars(cache, &infos, &missing, opts, &send).await?;
-        for layer in layers(&infos, &missing) {
-            upload_narinfos(cache, &infos, &files, layer, &opts.signing_key).await?;
-        }
+        let file_bytes = upload(cache, &infos, &missing, opts, &send).await?;
         Ok(PushReport {
             paths: infos.len(),
             present: infos.len() - missing.len(),
             uploaded: missing.len(),
             nar_bytes: missing_nar_bytes,
-            file_bytes: files.values().map(|f| f.file_size).sum(),
+            file_bytes,
             elapsed: start.elapsed(),
         })
     };
@@ -318,17 +323,21 @@ async fn lacking(
         .await
 }
 
-/// Uploads the NARs of `missing`, `opts.jobs` at a time.
-async fn upload_nars(
+/// Uploads the NARs of `missing`, `opts.jobs` at a time, started in
+/// [`layers`] order, and each narinfo as soon as its NAR is there and its
+/// missing references are listed, telling `send` which paths became
+/// available; returns the compressed bytes uploaded.
+async fn upload(
     cache: &BinaryCache,
     infos: &BTreeMap<StorePath, PathInfo>,
     missing: &BTreeSet<StorePath>,
     opts: &PushOptions,
     send: &(impl Fn(CacheEvent) + Sync),
-) -> Result<BTreeMap<StorePath, NarFile>, CacheError> {
+) -> Result<u64, CacheError> {
     let compression = opts.compression;
     let level = &spool::Level::new();
-    futures_util::stream::iter(missing.iter().cloned())
+    let order = layers(infos, missing).into_iter().flatten();
+    let mut nars = futures_util::stream::iter(order)
         .map(move |path| async move {
             let info = &infos[&path];
             let file = upload_nar(cache, info, compression, level).await?;
@@ -339,22 +348,59 @@ async fn upload_nars(
             });
             Ok::<_, CacheError>((path, file))
         })
-        .buffer_unordered(opts.jobs.max(1))
-        .try_collect()
-        .await
+        .buffer_unordered(opts.jobs.max(1));
+    let mut waiting: BTreeMap<StorePath, NarFile> = BTreeMap::new();
+    let mut listed: BTreeSet<StorePath> = BTreeSet::new();
+    let mut file_bytes = 0;
+    while let Some(done) = nars.next().await {
+        let (path, file) = done?;
+        file_bytes += file.file_size;
+        waiting.insert(path, file);
+        // In rounds: a narinfo goes up once its references' are up.
+        loop {
+            let ready: Vec<StorePath> = waiting
+                .keys()
+                .filter(|p| {
+                    infos[*p]
+                        .references
+                        .iter()
+                        .all(|r| r == *p || !missing.contains(r) || listed.contains(r))
+                })
+                .cloned()
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            let round: Vec<(StorePath, NarFile)> = ready
+                .into_iter()
+                .filter_map(|p| waiting.remove_entry(&p))
+                .collect();
+            upload_narinfos(cache, infos, &round, &opts.signing_key).await?;
+            let paths: Vec<StorePath> = round.into_iter().map(|(p, _)| p).collect();
+            listed.extend(paths.iter().cloned());
+            send(CacheEvent::Available { paths });
+        }
+    }
+    // Only a reference cycle (which stores don't make) leaves some waiting.
+    if !waiting.is_empty() {
+        let round: Vec<(StorePath, NarFile)> = std::mem::take(&mut waiting).into_iter().collect();
+        upload_narinfos(cache, infos, &round, &opts.signing_key).await?;
+        let paths = round.into_iter().map(|(p, _)| p).collect();
+        send(CacheEvent::Available { paths });
+    }
+    Ok(file_bytes)
 }
 
-/// Uploads the narinfos of one layer.
+/// Uploads the narinfos of one round.
 async fn upload_narinfos(
     cache: &BinaryCache,
     infos: &BTreeMap<StorePath, PathInfo>,
-    files: &BTreeMap<StorePath, NarFile>,
-    layer: Vec<StorePath>,
+    round: &[(StorePath, NarFile)],
     key: &SecretKey,
 ) -> Result<(), CacheError> {
-    futures_util::stream::iter(layer)
-        .map(move |path| async move {
-            upload_narinfo(cache, &infos[&path], &files[&path], key).await
+    futures_util::stream::iter(round.iter().cloned())
+        .map(move |(path, file)| async move {
+            upload_narinfo(cache, &infos[&path], &file, key).await
         })
         .buffer_unordered(QUERIES_AT_ONCE)
         .try_collect()

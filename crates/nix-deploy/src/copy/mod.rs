@@ -371,6 +371,22 @@ impl<C: Connector + 'static> NodeStore<C> {
         got
     }
 
+    /// Has the node fetch `paths` from its own binary caches now, on a
+    /// connection of its own, giving up after `ask_within` (e.g. as a
+    /// cache receives them, before the copy proper); which became valid.
+    /// Nothing with protocol below 1.27, which can't ask.
+    pub async fn substitute_now(
+        &self,
+        paths: &[StorePath],
+        ask_within: Duration,
+        events: Option<UnboundedSender<CopyEvent>>,
+    ) -> Vec<StorePath> {
+        if paths.is_empty() || !self.main.version().at_least(27) {
+            return Vec::new();
+        }
+        self.substitute(paths, ask_within, &Events(events)).await
+    }
+
     fn settings<'a>(
         &'a self,
         options: &CopyOptions,

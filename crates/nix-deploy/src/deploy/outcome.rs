@@ -160,7 +160,8 @@ pub struct NodeOutcome {
 /// Progress of a deploy.
 #[derive(Debug, Clone)]
 pub enum DeployEvent {
-    /// Progress of the push to the binary cache, before any node's copy.
+    /// Progress of the push to the binary cache, which runs beside the
+    /// nodes' deploys.
     Cache {
         /// What happened.
         event: crate::cache::CacheEvent,
@@ -171,8 +172,8 @@ pub enum DeployEvent {
         /// What the push did.
         report: crate::cache::PushReport,
     },
-    /// Pushing to the binary cache failed: the nodes are copied to as if
-    /// there were no cache (the deploy goes on).
+    /// Pushing to the binary cache failed: the nodes get direct copies of
+    /// what they still lack (the deploy goes on).
     CacheFailed {
         /// The cache's URL.
         cache: String,

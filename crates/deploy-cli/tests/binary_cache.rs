@@ -180,6 +180,9 @@ fn an_http_cache_is_filled_once_and_every_node_substitutes_from_it() {
         &[],
     );
     let again = events(&out);
+    // The nodes have every path already: following the cache fetches
+    // nothing, and nothing is sent.
+    assert_eq!(sent_paths(&again), vec![0, 0], "{again:?}");
     let checked = event(&again, "cacheChecked");
     assert_eq!(checked["missingPaths"], 3, "{checked}");
     assert_eq!(event(&again, "cachePushed")["uploadedPaths"], 3);

@@ -368,10 +368,10 @@ async fn push_to_cache(
 
 /// Has the node substitute its closure's paths as the binary cache
 /// receives them, until the push ends or the node fetches none of a batch
-/// (it does not read that cache, or can't reach it); the copy after it
-/// finds them valid.
+/// it lacks (it does not read that cache, or can't reach it); the copy
+/// after it finds them valid.
 async fn follow_cache(
-    store: &NodeStore<SshConnector>,
+    store: &mut NodeStore<SshConnector>,
     local: &mut DaemonClient<LocalTransport>,
     profile: &StorePath,
     mut feed: watch::Receiver<CacheFeed>,
@@ -393,9 +393,16 @@ async fn follow_cache(
             seen = f.available.len();
             (batch, f.done)
         };
-        if !batch.is_empty()
+        let lacking = match batch.is_empty() {
+            true => Vec::new(),
+            false => match store.client().query_valid_paths(&batch, false).await {
+                Ok(valid) => batch.into_iter().filter(|p| !valid.contains(p)).collect(),
+                Err(_) => return,
+            },
+        };
+        if !lacking.is_empty()
             && store
-                .substitute_now(&batch, ask_within, Some(events.clone()))
+                .substitute_now(&lacking, ask_within, Some(events.clone()))
                 .await
                 .is_empty()
         {
@@ -467,7 +474,15 @@ async fn deploy_one(
                         _ => FOLLOW_WAIT,
                     };
                     let profile = &plan.profile;
-                    follow_cache(&store, &mut local, profile, feed, ask_within, tx.clone()).await;
+                    follow_cache(
+                        &mut store,
+                        &mut local,
+                        profile,
+                        feed,
+                        ask_within,
+                        tx.clone(),
+                    )
+                    .await;
                 }
                 let never = CancellationToken::new();
                 store

@@ -9,11 +9,11 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use test_cluster::{CacheServer, Cluster};
-use test_support::flake::{copy_flake, edit, fixture_nixpkgs};
+use test_support::flake::{copy_flake, edit, fixture_nixpkgs, flake_ref, nix_args};
 
 mod common;
 
-use common::{cluster, deploy_command, profile_target};
+use common::{cluster, deploy_command, profile_target, MAIN};
 
 /// A copy of the repository's flake whose cluster has `cache` (a Nix
 /// attribute set's body).
@@ -204,7 +204,52 @@ fn an_s3_cache_is_filled_through_the_s3_api_and_nodes_read_it_over_http() {
         ("AWS_ACCESS_KEY_ID", "nix-deploy-test"),
         ("AWS_SECRET_ACCESS_KEY", "nix-deploy-test-secret"),
     ];
+    // The control plane holds part of its closure already (none of it is
+    // in the cache): it still follows the cache for the rest, and
+    // nothing comes from the deployer.
+    let built = run_nix(&[
+        "build",
+        "--no-link",
+        "--json",
+        &format!("{}#deploy.nodes.{MAIN}.profile", flake_ref(flake.path())),
+    ]);
+    let built: Value = serde_json::from_str(&built).unwrap();
+    let profile = built[0]["outputs"]["out"].as_str().unwrap();
+    let closure = run_nix(&["path-info", "-r", profile]);
+    let some: Vec<&str> = closure.lines().step_by(2).take(6).collect();
+    let main = cluster.node("main").unwrap();
+    let mut copy = Command::new(env!("CARGO_BIN_EXE_deploy"));
+    copy.args(["copy", "--no-agent", "--ssh-config", "none", "--json"])
+        .arg("--to")
+        .arg(format!("root@{}", main.ip()))
+        .arg("-i")
+        .arg(cluster.client_key())
+        .arg("--known-hosts")
+        .arg(cluster.known_hosts())
+        .args(&some);
+    let out = copy.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     deploy_through_cache(&cluster, flake.path(), &key, &substituter, &env);
+}
+
+/// `nix ARGS` with nixpkgs replaced by the fixture; its stdout.
+fn run_nix(args: &[&str]) -> String {
+    let out = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command flakes"])
+        .args(args)
+        .args(nix_args(&fixture_nixpkgs()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nix {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

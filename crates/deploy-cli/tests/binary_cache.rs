@@ -238,18 +238,12 @@ fn an_s3_cache_is_filled_through_the_s3_api_and_nodes_read_it_over_http() {
 
 /// `nix ARGS` with nixpkgs replaced by the fixture; its stdout.
 fn run_nix(args: &[&str]) -> String {
-    let out = Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command flakes"])
-        .args(args)
-        .args(nix_args(&fixture_nixpkgs()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nix {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    test_support::run(
+        Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .args(args)
+            .args(nix_args(&fixture_nixpkgs())),
+    )
 }
 
 #[test]

@@ -19,7 +19,8 @@ const SETTING: &str = "extra-trusted-public-keys";
 /// Adds `key` to the trusted public keys in the node's nix.conf, over a
 /// root SSH session. Restarts nothing.
 pub async fn trust_key(session: &SshSession, key: &PublicKey) -> Result<TrustChange, TrustError> {
-    nix_conf::edit(session, |old| with_word(old, SETTING, &key.to_string())).await
+    let done = configure(session, &[], Some(key)).await?;
+    Ok(done.key.unwrap_or(TrustChange::Unchanged))
 }
 
 /// What [`configure`] changed.
@@ -79,12 +80,6 @@ pub async fn set_settings(
     session: &SshSession,
     settings: &[(&str, &str)],
 ) -> Result<TrustChange, TrustError> {
-    nix_conf::edit(session, |old| {
-        settings
-            .iter()
-            .try_fold(old.to_owned(), |text, (name, value)| {
-                with_setting(&text, name, value)
-            })
-    })
-    .await
+    let done = configure(session, settings, None).await?;
+    Ok(done.settings.unwrap_or(TrustChange::Unchanged))
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cmd::{describe, kill};
+use crate::cmd::{descendants, describe, kill};
 use crate::error::{io, ClusterError, Result};
 
 /// How long a server may take to answer once started (moto takes about 0.6 s).
@@ -489,33 +489,6 @@ fn moto_program() -> Result<PathBuf> {
 /// Whether `path` is a file someone may execute.
 fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The pids of the descendants of process `pid` (children, theirs...).
-fn descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let child: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-            // Fields after the parenthesised command name: state, then ppid.
-            let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
-            Some((child, ppid.parse().ok()?))
-        })
-        .collect();
-    let mut found = Vec::new();
-    let mut queue = vec![pid];
-    while let Some(parent) = queue.pop() {
-        for &(child, ppid) in &parents {
-            if ppid == parent && !found.contains(&child) {
-                found.push(child);
-                queue.push(child);
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -64,14 +64,41 @@ pub(crate) fn kill(pid: u32) {
     }
 }
 
+/// Every process with its parent's pid, from /proc.
+fn processes() -> Vec<(u32, u32)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            // Fields after the parenthesised command name: state, then ppid.
+            let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
+            Some((pid, ppid.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The child of process `parent`, if it has one.
 pub(crate) fn child_of(parent: u32) -> Option<u32> {
-    let parent = parent.to_string();
-    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-        // Fields after the parenthesised command name: state, then ppid.
-        let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
-        (ppid == parent).then_some(pid)
-    })
+    processes()
+        .into_iter()
+        .find_map(|(pid, ppid)| (ppid == parent).then_some(pid))
+}
+
+/// The pids of the descendants of process `pid` (children, theirs...).
+pub(crate) fn descendants(pid: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for &(child, ppid) in &all {
+            if ppid == parent && !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
 }

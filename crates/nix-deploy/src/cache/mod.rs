@@ -35,7 +35,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::closure::{closure_infos, ClosureError};
-pub use remote::{BinaryCache, CacheCredentials, DEFAULT_REQUEST_TIMEOUT};
+pub use remote::{BinaryCache, CacheCredentials};
 pub use spool::NarCompression;
 
 /// HEAD requests (and narinfo uploads) in flight at once.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::{Body, StatusCode, Url};
+use reqwest::{Body, Method, RequestBuilder, StatusCode, Url};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::CacheError;
@@ -21,7 +21,7 @@ const PRESIGN_FOR: Duration = Duration::from_secs(3600);
 /// How long a small request (a HEAD, a narinfo) may take by default: a
 /// cache that accepts connections and never answers fails the push within
 /// it, instead of holding the deploy.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The slowest upload rate a NAR's PUT is given time for, besides the
 /// small request's time: 64 KiB/s shared by the push's 4 uploads.
@@ -192,20 +192,8 @@ impl BinaryCache {
     /// Whether the cache has the file `key` (a 403 counts as missing, as
     /// Nix counts it: S3 answers so without the right to list).
     pub(crate) async fn has(&self, key: &str) -> Result<bool, CacheError> {
-        let request = match &self.kind {
-            Kind::Http { base, bearer } => {
-                authorize(self.client.head(self.join(base, key)?), bearer)
-            }
-            Kind::S3 {
-                bucket,
-                credentials,
-            } => self.client.head(
-                bucket
-                    .head_object(credentials.as_ref(), key)
-                    .sign(PRESIGN_FOR),
-            ),
-        };
-        let response = request
+        let response = self
+            .request_for(Method::HEAD, key)?
             .timeout(self.timeout)
             .send()
             .await
@@ -225,20 +213,8 @@ impl BinaryCache {
         len: u64,
         body: Body,
     ) -> Result<(), CacheError> {
-        let request = match &self.kind {
-            Kind::Http { base, bearer } => {
-                authorize(self.client.put(self.join(base, key)?), bearer)
-            }
-            Kind::S3 {
-                bucket,
-                credentials,
-            } => self.client.put(
-                bucket
-                    .put_object(credentials.as_ref(), key)
-                    .sign(PRESIGN_FOR),
-            ),
-        };
-        let response = request
+        let response = self
+            .request_for(Method::PUT, key)?
             .timeout(self.timeout + Duration::from_secs(len / MIN_UPLOAD_RATE))
             .header(CONTENT_TYPE, content_type)
             .header(CONTENT_LENGTH, len)
@@ -279,6 +255,34 @@ impl BinaryCache {
         self.put(key, content_type, len, Body::from(f)).await
     }
 
+    /// A `method` (HEAD or PUT) request for the file `key`: authorized for
+    /// HTTP(S), presigned for S3.
+    fn request_for(&self, method: Method, key: &str) -> Result<RequestBuilder, CacheError> {
+        Ok(match &self.kind {
+            Kind::Http { base, bearer } => {
+                let request = self.client.request(method, self.join(base, key)?);
+                match bearer {
+                    Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
+                    None => request,
+                }
+            }
+            Kind::S3 {
+                bucket,
+                credentials,
+            } => {
+                let url = match method {
+                    Method::PUT => bucket
+                        .put_object(credentials.as_ref(), key)
+                        .sign(PRESIGN_FOR),
+                    _ => bucket
+                        .head_object(credentials.as_ref(), key)
+                        .sign(PRESIGN_FOR),
+                };
+                self.client.request(method, url)
+            }
+        })
+    }
+
     fn join(&self, base: &Url, key: &str) -> Result<Url, CacheError> {
         base.join(key).map_err(|e| CacheError::Url {
             url: self.url.clone(),
@@ -307,13 +311,6 @@ impl BinaryCache {
             method,
             status: status.as_u16(),
         }
-    }
-}
-
-fn authorize(request: reqwest::RequestBuilder, bearer: &Option<String>) -> reqwest::RequestBuilder {
-    match bearer {
-        Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
-        None => request,
     }
 }
 

@@ -32,7 +32,9 @@ fn cluster_and_plans(tag: &str) -> (Cluster, Vec<NodePlan>, BTreeSet<String>) {
             .node("c", NodeKind::Trixie),
     )
     .unwrap();
-    let shared = fixture_closure_random(24, &format!("fanout-shared-{tag}"), 512);
+    // Large enough that the relay package (about 9 MiB) and the seed's
+    // link probe (up to 8 MiB) don't blur the uplink count.
+    let shared = fixture_closure_random(24, &format!("fanout-shared-{tag}"), 1024);
     let mut union = shared.closure.clone();
     let plans = cluster
         .nodes()

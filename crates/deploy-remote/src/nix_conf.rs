@@ -128,6 +128,61 @@ pub fn with_setting(config: &str, name: &str, value: &str) -> Result<String, Str
     })
 }
 
+/// The comment line of our block naming the settings that came from the
+/// inventory ([`with_inventory_settings`]).
+const FROM_INVENTORY: &str = "# from the inventory:";
+
+/// `config` with our block holding exactly the inventory's `settings`
+/// (each `(name, value)` set as [`with_setting`] does) among the names
+/// the inventory set before: a setting the inventory no longer has (a
+/// `cluster.cache` taken out, say) loses its line, so nodes stop reading a
+/// cache nobody pushes to. Those names are kept in a comment line of the
+/// block; settings set otherwise ([`with_setting`], [`with_word`]) are
+/// left alone unless the inventory names them. The same text comes back
+/// if nothing changes.
+pub fn with_inventory_settings(config: &str, settings: &[(&str, &str)]) -> Result<String, String> {
+    let previous: Vec<String> = edit_block_lines(config)
+        .into_iter()
+        .find_map(|l| l.strip_prefix(FROM_INVENTORY).map(str::to_owned))
+        .map(|names| names.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    if previous.is_empty() && settings.is_empty() {
+        return Ok(config.to_owned());
+    }
+    let text = settings
+        .iter()
+        .try_fold(config.to_owned(), |text, (name, value)| {
+            with_setting(&text, name, value)
+        })?;
+    let names: Vec<&str> = settings.iter().map(|(name, _)| *name).collect();
+    edit_block(&text, |lines| {
+        lines.retain(|l| {
+            !l.starts_with(FROM_INVENTORY)
+                && !previous
+                    .iter()
+                    .any(|gone| !names.contains(&gone.as_str()) && value_of(l, gone).is_some())
+        });
+        if !names.is_empty() {
+            lines.insert(0, format!("{FROM_INVENTORY} {}\n", names.join(" ")));
+        }
+    })
+}
+
+/// The lines inside our block of `config` (none if it has no block).
+fn edit_block_lines(config: &str) -> Vec<&str> {
+    let mut inside = false;
+    let mut found = Vec::new();
+    for line in config.lines() {
+        match line.trim_end() {
+            BEGIN => inside = true,
+            END => inside = false,
+            _ if inside => found.push(line),
+            _ => {}
+        }
+    }
+    found
+}
+
 /// Rewrites the node's nix.conf as `change` says, if that changes it,
 /// over a root SSH session. Restarts nothing: the node's `nix-daemon`
 /// reads nix.conf when it starts.
@@ -220,6 +275,34 @@ mod tests {
         let keyed = with_word(&once, KEYS, KEY_1).unwrap();
         let changed = with_setting(&keyed, "build-users-group", "other").unwrap();
         assert_eq!(changed, keyed.replace("= nixbld", "= other"));
+    }
+
+    #[test]
+    fn inventory_settings_taken_out_lose_their_lines_and_nothing_else() {
+        const SUBS: &str = "extra-substituters";
+        let user = "substituters = https://mine\n";
+        let installed = with_setting(user, "build-users-group", "nixbld").unwrap();
+        let cache = [(SUBS, "http://c"), (KEYS, "c-1:CCCC")];
+        let once = with_inventory_settings(&installed, &cache).unwrap();
+        let keyed = with_word(&once, KEYS, KEY_1).unwrap();
+        assert!(keyed.contains(&format!("{FROM_INVENTORY} {SUBS} {KEYS}\n")));
+        assert!(keyed.contains("extra-substituters = http://c\n"));
+        assert!(keyed.contains(&format!("{KEYS} = c-1:CCCC {KEY_1}\n")));
+        // The same settings again: the cache's keys replace the line, the
+        // deployer's key goes back in, and the text is as it was.
+        let again = with_inventory_settings(&keyed, &cache).unwrap();
+        assert_eq!(with_word(&again, KEYS, KEY_1).unwrap(), keyed);
+        // The cache taken out: its lines and the comment go, the user's
+        // line and the installer's setting stay, the deployer's key comes back.
+        let gone = with_inventory_settings(&keyed, &[]).unwrap();
+        let gone = with_word(&gone, KEYS, KEY_1).unwrap();
+        assert_eq!(
+            gone,
+            format!("{user}{BEGIN}\nbuild-users-group = nixbld\n{KEYS} = {KEY_1}\n{END}\n")
+        );
+        // And nothing to do stays nothing.
+        assert_eq!(with_inventory_settings(&gone, &[]).unwrap(), gone);
+        assert_eq!(with_inventory_settings(user, &[]).unwrap(), user);
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub struct PrepareReport {
     pub installed: Option<Installed>,
     /// Whether nix.conf changed to trust our key (`None`: no key given).
     pub trusted_key: Option<TrustChange>,
-    /// Whether our settings changed nix.conf (`None`: none given).
+    /// Whether our settings changed nix.conf (`None`: none given and none
+    /// taken out).
     pub settings: Option<TrustChange>,
     /// Whether a running nix-daemon service was restarted to read the
     /// changed nix.conf.
@@ -130,7 +131,8 @@ pub async fn inspect(session: &SshSession) -> Result<NodeFacts, CommandError> {
 }
 
 /// Inspects the node, installs Nix as `nix` says if it has none (refusing
-/// such a node without `nix`), puts `settings` in our block of its
+/// such a node without `nix`), puts `settings` (all the inventory's; one
+/// it set before and no longer has is taken out) in our block of its
 /// nix.conf and (given `key`) makes it trust the deployer's key; a running
 /// nix-daemon service is restarted if nix.conf changed. Running it again
 /// changes nothing.

@@ -5,10 +5,11 @@
 //! A second run writes nothing. Nothing is restarted: the node's
 //! `nix-daemon` reads nix.conf when it starts, so restart it after a
 //! [`TrustChange::Changed`]. The same block holds the other settings we
-//! manage ([`set_settings`], e.g. `build-users-group` after installing
-//! Nix).
+//! manage: the inventory's ([`configure`], which also takes out those the
+//! inventory dropped) and the installer's ([`set_settings`], e.g.
+//! `build-users-group` after installing Nix).
 
-use deploy_remote::nix_conf::{self, with_setting, with_word};
+use deploy_remote::nix_conf::{self, with_inventory_settings, with_setting, with_word};
 use deploy_ssh::SshSession;
 use nix_wire::signing::PublicKey;
 
@@ -19,28 +20,67 @@ const SETTING: &str = "extra-trusted-public-keys";
 /// Adds `key` to the trusted public keys in the node's nix.conf, over a
 /// root SSH session. Restarts nothing.
 pub async fn trust_key(session: &SshSession, key: &PublicKey) -> Result<TrustChange, TrustError> {
-    let done = configure(session, &[], Some(key)).await?;
+    let done = edit(session, None, Some(key)).await?;
     Ok(done.key.unwrap_or(TrustChange::Unchanged))
 }
 
 /// What [`configure`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Configured {
-    /// Whether the settings changed nix.conf (`None`: none given).
+    /// Whether the settings changed nix.conf (`None`: none given, none
+    /// taken out).
     pub settings: Option<TrustChange>,
     /// Whether the key was added (`None`: no key given).
     pub key: Option<TrustChange>,
 }
 
-/// Sets each `(name, value)` in our block of the node's nix.conf and,
-/// given `key`, adds it to the trusted public keys, in one edit over a
-/// root SSH session. One edit, because the settings may name the trusted
-/// keys too (a binary cache's): setting them would drop the deployer's key
-/// that adding it would then put back, rewriting nix.conf on every run.
-/// Restarts nothing.
+/// Makes our block of the node's nix.conf hold the inventory's
+/// `settings`, all of them: one the inventory set before and no longer
+/// has loses its line ([`nix_conf::with_inventory_settings`]). Given
+/// `key`, also adds it to the trusted public keys, in the same edit over
+/// a root SSH session. One edit, because the settings may name the
+/// trusted keys too (a binary cache's): setting them would drop the
+/// deployer's key that adding it would then put back, rewriting nix.conf
+/// on every run. Restarts nothing.
 pub async fn configure(
     session: &SshSession,
     settings: &[(&str, &str)],
+    key: Option<&PublicKey>,
+) -> Result<Configured, TrustError> {
+    let apply = |text: &str| with_inventory_settings(text, settings);
+    let mut done = edit(session, Some(&apply), key).await?;
+    if settings.is_empty() && done.settings == Some(TrustChange::Unchanged) {
+        done.settings = None;
+    }
+    Ok(done)
+}
+
+/// Sets each `(name, value)` in our block of the node's nix.conf (other
+/// settings are kept), over a root SSH session. Restarts nothing.
+pub async fn set_settings(
+    session: &SshSession,
+    settings: &[(&str, &str)],
+) -> Result<TrustChange, TrustError> {
+    let apply = |text: &str| {
+        settings
+            .iter()
+            .try_fold(text.to_owned(), |text, (name, value)| {
+                with_setting(&text, name, value)
+            })
+    };
+    let done = edit(session, Some(&apply), None).await?;
+    Ok(done.settings.unwrap_or(TrustChange::Unchanged))
+}
+
+/// The text change `settings` makes to nix.conf.
+type SettingsEdit<'a> = &'a (dyn Fn(&str) -> Result<String, String> + Sync);
+
+/// Applies `settings` and, given `key`, adds it to the trusted keys, in
+/// one edit of the node's nix.conf; what changed, each part judged
+/// against the file as it was with the other part done.
+async fn edit(
+    session: &SshSession,
+    settings: Option<SettingsEdit<'_>>,
     key: Option<&PublicKey>,
 ) -> Result<Configured, TrustError> {
     let key = key.map(|k| k.to_string());
@@ -50,14 +90,11 @@ pub async fn configure(
     };
     let (mut settings_changed, mut key_added) = (false, false);
     nix_conf::edit(session, |old| {
-        let set = settings
-            .iter()
-            .try_fold(old.to_owned(), |text, (name, value)| {
-                with_setting(&text, name, value)
-            })?;
+        let set = match settings {
+            Some(apply) => apply(old)?,
+            None => old.to_owned(),
+        };
         let new = with_key(&set)?;
-        // Each part judged against the file as it was with the other part
-        // done, not as the other part left it.
         let old_with_key = with_key(old)?;
         settings_changed = new != old_with_key;
         key_added = old_with_key != old;
@@ -69,17 +106,7 @@ pub async fn configure(
         false => TrustChange::Unchanged,
     };
     Ok(Configured {
-        settings: (!settings.is_empty()).then(|| change(settings_changed)),
+        settings: settings.map(|_| change(settings_changed)),
         key: key.as_ref().map(|_| change(key_added)),
     })
-}
-
-/// Sets each `(name, value)` in our block of the node's nix.conf, over a
-/// root SSH session. Restarts nothing.
-pub async fn set_settings(
-    session: &SshSession,
-    settings: &[(&str, &str)],
-) -> Result<TrustChange, TrustError> {
-    let done = configure(session, settings, None).await?;
-    Ok(done.settings.unwrap_or(TrustChange::Unchanged))
 }

@@ -1,7 +1,7 @@
 //! `ssh_config` against real sshd instances: aliases, first-match-wins,
 //! IdentitiesOnly, UserKnownHostsFile, ProxyJump (one hop and a chain).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

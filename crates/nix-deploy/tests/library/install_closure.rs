@@ -5,8 +5,6 @@
 //! tar and registered; then the store verifies, a deploy to the node
 //! succeeds, and preparing again changes nothing.
 
-mod flake_support;
-
 use std::time::Duration;
 
 use deploy_ssh::{SshSession, Target};
@@ -33,7 +31,7 @@ async fn session(cluster: &Cluster, target: &str) -> SshSession {
 
 /// The inventory's Nix package for the control plane, built.
 async fn nix_package() -> StorePath {
-    let nix = flake_support::repo_nix();
+    let nix = crate::flake_support::repo_nix();
     let inventory = Inventory::load(&nix).await.unwrap();
     build_nix_package(&nix, &inventory.nodes["k8s-cluster-main"])
         .await

@@ -1,7 +1,7 @@
 //! Error paths: malformed daemon output (fake daemons over an in-memory
 //! duplex), and real daemons refusing requests.
 
-mod common;
+use crate::common;
 
 use common::{fake_client, Script};
 use nix_wire::daemon::{

@@ -1,7 +1,7 @@
 //! Host key verification against a real sshd: unknown, accept-new, known,
 //! changed, hashed, revoked.
 
-mod common;
+use crate::common;
 
 use common::{fingerprint, write_known_hosts, Fixture};
 use deploy_ssh::{SshError, SshSession};

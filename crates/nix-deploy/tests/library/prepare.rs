@@ -90,6 +90,10 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
         conf.contains(&format!("extra-trusted-public-keys = {cache_key} {key}\n")),
         "{conf}"
     );
+    assert!(
+        !conf.contains("extra-experimental-features"),
+        "the inventory no longer sets it: {conf}"
+    );
     let again = prepare(&s, Some(&key), None, &settings).await.unwrap();
     assert_eq!(
         (again.settings, again.trusted_key),
@@ -101,6 +105,21 @@ async fn prepare_reports_trusts_once_and_refuses_a_node_without_nix() {
         conf,
         "same bytes"
     );
+
+    // The cache taken out of the inventory: its key goes, the deployer's
+    // stays, the user's lines stay; then nothing to do.
+    let none = Default::default();
+    let out = prepare(&s, Some(&key), None, &none).await.unwrap();
+    assert_eq!(out.settings, Some(TrustChange::Changed));
+    let conf = node.run_ok("cat /etc/nix/nix.conf").unwrap();
+    assert!(
+        conf.contains(&format!("extra-trusted-public-keys = {key}\n")),
+        "{conf}"
+    );
+    assert!(!conf.contains(cache_key), "{conf}");
+    assert!(conf.contains("# mine\nkeep-outputs = true\n"), "{conf}");
+    let again = prepare(&s, Some(&key), None, &none).await.unwrap();
+    assert_eq!((again.settings, again.changed()), (None, false));
 
     // An unprivileged user is not trusted (the node's trusted-users is root).
     let user = session(&cluster, "deploy@nix").await;

@@ -2,7 +2,7 @@
 //! status, a 10 MB bidirectional stream, concurrency, timeouts, and the Nix
 //! daemon handshake through `nix-daemon --stdio`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

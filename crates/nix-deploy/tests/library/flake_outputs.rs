@@ -2,11 +2,9 @@
 //! nixpkgs replaced by the fixture package set; the lock file as Nix reads
 //! it offline; and the same profiles built by Nix 2.26.
 
-mod flake_support;
-
 use std::path::Path;
 
-use flake_support::*;
+use crate::flake_support::*;
 use nix_deploy::inventory::{build_profiles, Inventory};
 use nix_deploy::nix_cli::NixCli;
 

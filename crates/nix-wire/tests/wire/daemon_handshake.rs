@@ -1,7 +1,7 @@
 //! Handshake at every client version 1.21 … 1.38 against every real peer,
 //! each followed by a small sequence of operations.
 
-mod common;
+use crate::common;
 
 use nix_wire::daemon::{ProtocolVersion, Trust};
 use test_support::{peers, TempStore};

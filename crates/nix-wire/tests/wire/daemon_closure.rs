@@ -3,7 +3,7 @@
 //! empty store served by each peer, in every transfer mode, gives a store
 //! that verifies and has the same closure.
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

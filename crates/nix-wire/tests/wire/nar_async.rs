@@ -1,7 +1,7 @@
 //! The tokio adapter: same bytes as the synchronous encoder, errors through
 //! the reader and the stats receiver, and stopping when the reader is dropped.
 
-mod nar_support;
+use crate::nar_support;
 
 use std::fs;
 

@@ -2,7 +2,7 @@
 //! file and chunk boundaries; and round trips through our unpacker and
 //! `nix-store --restore`.
 
-mod nar_support;
+use crate::nar_support;
 
 use std::fs;
 use std::io::Write;

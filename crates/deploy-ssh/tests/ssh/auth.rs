@@ -1,7 +1,7 @@
 //! Authentication against a real sshd: key files of each type, ssh-agent,
 //! encrypted keys, and the failure messages.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! listens, and honours `NIX_DAEMON_SOCKET_PATH`. One test function, since
 //! it changes the environment.
 
-mod common;
+use crate::common;
 
 use nix_wire::daemon::{connect_local, DaemonClient, LocalTransport};
 use test_support::SocketDaemon;

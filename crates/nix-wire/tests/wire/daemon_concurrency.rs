@@ -2,7 +2,7 @@
 //! before it reads the uploaded data. Over a small in-memory pipe this only
 //! completes if the client reads STDERR while it uploads.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

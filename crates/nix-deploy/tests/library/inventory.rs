@@ -3,11 +3,9 @@
 //! set (`--override-input nixpkgs path:tests/fixtures/nixpkgs`); broken
 //! inventories are edited copies of the real flake.
 
-mod flake_support;
-
 use std::path::Path;
 
-use flake_support::*;
+use crate::flake_support::*;
 use nix_deploy::install::InstallMethod;
 use nix_deploy::inventory::{build_profiles, Inventory, InventoryError, Role};
 use nix_deploy::nix_cli::{NixCli, NixError};

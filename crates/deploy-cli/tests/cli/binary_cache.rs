@@ -11,7 +11,7 @@ use serde_json::Value;
 use test_cluster::{CacheServer, Cluster};
 use test_support::flake::{copy_flake, edit, fixture_nixpkgs, flake_ref, nix_args};
 
-mod common;
+use crate::common;
 
 use common::{cluster, deploy_command, profile_target, MAIN};
 

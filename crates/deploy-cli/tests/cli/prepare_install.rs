@@ -3,7 +3,7 @@
 //! and a second prepare changes nothing; `--nix-install apt` installs
 //! Debian's nix-bin through the node's apt.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

@@ -15,7 +15,7 @@
 //!
 //! Everything is in the repository, so the test runs offline.
 
-mod ingress_support;
+use crate::ingress_support;
 
 use ingress_support::{documents, example_app, pairs, render, schema_file};
 use jsonschema::Validator;

@@ -2,10 +2,10 @@
 //! the original note's chart versions and the inventory's defaults, plus
 //! the typed errors and the YAML quoting of user values.
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p deploy-cluster --release --test ingress_golden`
+//! `UPDATE_GOLDEN=1 cargo test -p deploy-cluster --release --test manifests ingress_golden`
 //! rewrites the golden files from the current output; review the diff.
 
-mod ingress_support;
+use crate::ingress_support;
 
 use std::path::Path;
 

@@ -19,7 +19,7 @@ use test_cluster::{Cluster, ClusterSpec, Node, NodeKind};
 use test_support::fixture_closure_random;
 use test_support::flake::{copy_fixture_nixpkgs, edit, fixture_nixpkgs};
 
-mod common;
+use crate::common;
 
 use common::{deploy, deploy_command, profile_target, repo_flake};
 

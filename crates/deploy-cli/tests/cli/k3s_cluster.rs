@@ -8,7 +8,7 @@
 //! real systemd, the units enabled and run as `Type=notify` services, left
 //! alone by a rerun and restarted by the real `systemctl` for a new flag.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::Output;

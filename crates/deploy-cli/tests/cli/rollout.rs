@@ -11,7 +11,7 @@ use test_support::flake::{
 };
 use test_support::run;
 
-mod common;
+use crate::common;
 
 use common::{
     cluster, deploy, deploy_options_first, deploy_sub, json, profile_target, repo_flake, MAIN,

@@ -5,7 +5,7 @@
 //! flake of one's own using `lib.mkDeploy` with its own node names; the
 //! template's GitHub Actions workflow through actionlint.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

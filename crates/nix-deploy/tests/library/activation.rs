@@ -370,8 +370,13 @@ async fn deployer_child() {
 /// Runs `deployer_child` deploying `root` (its watchdog: 6 s, its stage
 /// hangs) and kills it (SIGKILL) once the node is switched to `root`.
 fn kill_after_switch(cluster: &Cluster, node: &Node, root: &str) {
+    // The harness names a test by its module path without the crate.
+    let test = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::deployer_child"),
+        None => "deployer_child".to_owned(),
+    };
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "deployer_child", "--nocapture", "--ignored"])
+        .args(["--exact", &test, "--nocapture", "--ignored"])
         .env(
             "NIX_DEPLOY_TEST_CHILD",
             format!("{}\n{}", cluster.ssh_config().display(), root),

@@ -66,6 +66,9 @@
       # The address the other nodes reach this one at (e.g. on the
       # datacenter's private network), for fan-out; default `hostname`.
     , peerAddress ? null
+      # The SSH port the other nodes reach it at; default `sshPort` (set
+      # it when the deployer goes through a port forward).
+    , peerPort ? null
     , role ? null
     , profile
     , system ? "x86_64-linux"
@@ -75,7 +78,7 @@
     , k3s ? { }
     , nix ? { }
     }: {
-      inherit hostname peerAddress sshUser sshPort role system profile profilePath;
+      inherit hostname peerAddress peerPort sshUser sshPort role system profile profilePath;
       k3s = { extraFlags = [ ]; } // k3s;
       nix = {
         install = "closure";

@@ -201,6 +201,7 @@ pub async fn run(args: RolloutArgs) -> Result<ExitCode, RolloutError> {
             target: target.clone(),
             profile_path: node.profile_path.clone(),
             peer_address: node.peer_address.clone(),
+            peer_port: node.peer_port,
             profile: built
                 .get(&node.name)
                 .cloned()

@@ -39,6 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             profile_path: node.profile_path.clone(),
             profile: built[&node.name].clone(),
             peer_address: None,
+            peer_port: None,
         })
         .collect();
     let opts = DeployOptions {

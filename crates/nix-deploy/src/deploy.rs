@@ -464,6 +464,7 @@ async fn deploy_one(
                     events: tx,
                     source: &source,
                     peer_address: plan.peer_address.as_deref(),
+                    peer_port: plan.peer_port,
                 };
                 seat.copy(&mut store, &plan.profile, ctx).await?
             }

@@ -184,6 +184,9 @@ pub struct NodeConfig {
     /// The address the other nodes reach it at, for fan-out (`None`:
     /// `hostname`).
     pub peer_address: Option<String>,
+    /// The SSH port the other nodes reach it at, for fan-out (`None`:
+    /// `ssh_port`).
+    pub peer_port: Option<u16>,
     /// SSH user (default `root`).
     pub ssh_user: String,
     /// SSH port (default 22).

@@ -18,4 +18,7 @@ pub struct NodePlan {
     /// The address the other nodes reach it at, for fan-out (`None`: the
     /// address the deployer reached it at).
     pub peer_address: Option<String>,
+    /// The SSH port the other nodes reach it at, for fan-out (`None`: the
+    /// port the deployer reached it at).
+    pub peer_port: Option<u16>,
 }

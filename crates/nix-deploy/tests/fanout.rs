@@ -52,6 +52,7 @@ fn cluster_and_plans(tag: &str) -> (Cluster, Vec<NodePlan>, BTreeSet<String>) {
                 profile_path: PROFILE.to_owned(),
                 profile: StorePath::parse(&profile.root).unwrap(),
                 peer_address: None,
+                peer_port: None,
             }
         })
         .collect();
@@ -254,9 +255,18 @@ async fn a_node_its_peers_reach_only_at_its_peer_address_is_fed_there() {
         node.run_ok(&format!("ip route add prohibit {ip}/32"))
             .unwrap();
     }
+    // And it takes its peers' connections on a port of its own there
+    // (`peerPort`; the deployer still uses port 22, as through a port
+    // forward): a second sshd, whose log shows the relay came to it.
+    c.run_ok(&format!(
+        "/usr/sbin/sshd -o UsePAM=no -h /etc/ssh/ssh_host_ed25519_key \
+         -o ListenAddress={private}:2022 -E /run/sshd-peer.log"
+    ))
+    .unwrap();
     for plan in &mut plans {
         if plan.name == "c" {
             plan.peer_address = Some(private.clone());
+            plan.peer_port = Some(2022);
         }
     }
     let opts = options(&cluster, Duration::from_secs(600));
@@ -272,6 +282,12 @@ async fn a_node_its_peers_reach_only_at_its_peer_address_is_fed_there() {
         "every node fed through the fan-out: {sources:?}"
     );
     assert_eq!(sources.len(), 3, "{sources:?}");
+    let fed_c = sources
+        .iter()
+        .any(|(n, s)| n == "c" && matches!(s, Source::Node(_)));
+    assert!(fed_c, "c fed by a peer: {sources:?}");
+    let log = c.run_ok("cat /run/sshd-peer.log").unwrap();
+    assert!(log.contains("Accepted publickey"), "{log}");
 }
 
 /// A session to `node` from this machine with `key`, accepting the host
@@ -428,6 +444,7 @@ async fn after_an_aborted_deploy_the_relay_ends_its_key_expires_and_the_next_dep
             NodePlan {
                 profile: StorePath::parse(&profile.root).unwrap(),
                 peer_address: None,
+                peer_port: None,
                 ..p.clone()
             }
         })

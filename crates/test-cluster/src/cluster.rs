@@ -10,6 +10,7 @@ use crate::apt_proxy::{self, AptProxy};
 use crate::cmd::{cmd, run};
 use crate::error::{io, ClusterError, Result};
 use crate::net;
+use crate::node::delay::DelayRelay;
 use crate::node::{Node, Start};
 use crate::spec::{ClusterSpec, NodeKind, TEMPLATE_STAMP};
 use crate::state::{self, Lock};
@@ -30,6 +31,8 @@ pub struct Cluster {
     slot: u8,
     /// The deployer's own namespace, once asked for.
     deployer: std::sync::Mutex<Option<net::Link>>,
+    /// The delaying relays in it ([`Cluster::delay_deployer`]).
+    deployer_delays: std::sync::Mutex<Vec<DelayRelay>>,
 }
 
 impl Cluster {
@@ -73,6 +76,7 @@ impl Cluster {
             apt_proxy: None,
             slot: 0,
             deployer: std::sync::Mutex::new(None),
+            deployer_delays: std::sync::Mutex::new(Vec::new()),
         };
         fs::create_dir_all(&cluster.dir)
             .map_err(io(format!("creating {}", cluster.dir.display())))?;
@@ -185,6 +189,68 @@ impl Cluster {
         })?;
         link.shape(rate_mbit)?;
         Ok(link.netns.clone())
+    }
+
+    /// Adds `rtt` of round trip between the deployer's namespace
+    /// ([`Cluster::deployer_netns`], made first) and every node, leaving
+    /// the nodes' network between each other as it was: a delaying relay
+    /// per node listens in that namespace on `127.0.0.1`, port 30001 and
+    /// up, and forwards across the deployer's link to the node's sshd.
+    /// Returns an OpenSSH config naming the nodes as
+    /// [`Cluster::ssh_config`] does but reaching them there (their host
+    /// keys listed for those ports in [`Cluster::known_hosts`]). Peers
+    /// still reach each other at [`Node::ip`], so a deploy through it
+    /// needs each node's `peerAddress`. Made once per cluster.
+    pub fn delay_deployer(&self, rtt: std::time::Duration) -> Result<PathBuf> {
+        let netns = self.deployer_netns_name()?;
+        let mut delays = self
+            .deployer_delays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !delays.is_empty() {
+            return Err(ClusterError::Node {
+                node: "deployer".to_owned(),
+                detail: "its round trip is already delayed".to_owned(),
+            });
+        }
+        let (mut config, mut known) = (String::new(), String::new());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let port = 30001 + i as u16;
+            delays.push(DelayRelay::start(
+                &netns,
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SocketAddr::from((node.ip(), node.ssh_port())),
+                rtt,
+            )?);
+            config += &self.host_block(node).replacen(
+                &format!("HostName {}\n  Port {}", node.ip(), node.ssh_port()),
+                &format!("HostName 127.0.0.1\n  Port {port}"),
+                1,
+            );
+            let line = node.known_hosts_line();
+            let key = line.split_once(' ').map_or(line.as_str(), |(_, key)| key);
+            known += &format!("[127.0.0.1]:{port} {key}\n");
+        }
+        let mut hosts = fs::read_to_string(&self.known_hosts)
+            .map_err(io(format!("reading {}", self.known_hosts.display())))?;
+        hosts += &known;
+        fs::write(&self.known_hosts, hosts)
+            .map_err(io(format!("writing {}", self.known_hosts.display())))?;
+        let path = self.dir.join("ssh_config_delayed");
+        fs::write(&path, config).map_err(io(format!("writing {}", path.display())))?;
+        Ok(path)
+    }
+
+    /// The deployer's namespace, which must have been made.
+    fn deployer_netns_name(&self) -> Result<String> {
+        let deployer = self.deployer.lock().unwrap_or_else(|e| e.into_inner());
+        deployer
+            .as_ref()
+            .map(|link| link.netns.clone())
+            .ok_or_else(|| ClusterError::Node {
+                node: "deployer".to_owned(),
+                detail: "make its namespace first (Cluster::deployer_netns)".to_owned(),
+            })
     }
 
     /// Bytes the deployer's namespace sent so far ([`Cluster::deployer_netns`]).
@@ -314,6 +380,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.apt_proxy = None;
+        self.deployer_delays
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.nodes.clear();
         if let Err(e) = state::remove_cluster(&self.id) {
             eprintln!("test-cluster: tearing down cluster {}: {e}", self.id);

@@ -1,7 +1,7 @@
 //! One node: its namespaces, file systems, users, host key and sshd.
 
 mod cpu;
-mod delay;
+pub(crate) mod delay;
 mod services;
 mod store;
 mod systemd;

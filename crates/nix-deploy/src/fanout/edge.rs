@@ -44,6 +44,8 @@ pub(crate) struct EdgeSettings<'a> {
     pub connect_timeout: Duration,
     /// Where the relay reaches the fed node, if not where the deployer did.
     pub fed_address: Option<&'a str>,
+    /// The SSH port there, if not the one the deployer used.
+    pub fed_port: Option<u16>,
 }
 
 impl Edge {
@@ -79,7 +81,7 @@ impl Edge {
         };
         let target = RelayTarget {
             host: settings.fed_address.unwrap_or(fed.host()).to_owned(),
-            port: fed.port(),
+            port: settings.fed_port.unwrap_or(fed.port()),
             user: fed.user().to_owned(),
             host_keys: vec![host_key],
             command: settings.daemon_command.to_owned(),

@@ -184,6 +184,9 @@ pub struct SeatCopy<'a, L: AsyncRead + AsyncWrite + Unpin + Send> {
     /// The address its feeding node sends to (`None`: the one the
     /// deployer reached it at).
     pub peer_address: Option<&'a str>,
+    /// The SSH port its feeding node sends to (`None`: the one the
+    /// deployer reached it at).
+    pub peer_port: Option<u16>,
 }
 
 impl FanOut {
@@ -559,6 +562,7 @@ impl Seat {
             key_lifetime: self.fanout.options.key_lifetime,
             connect_timeout: ctx.connect_timeout,
             fed_address: ctx.peer_address,
+            fed_port: ctx.peer_port,
         };
         let mut edge = Edge::open(
             (parent_name, &parent_session),

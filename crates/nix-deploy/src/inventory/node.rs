@@ -80,14 +80,17 @@ pub(super) fn check_node(
             return Err(f.error("role", format!("{got}: use one of \"{allowed}\"")));
         }
     };
-    let ssh_port = match map.get("sshPort") {
-        None | Some(Value::Null) => 22,
+    let port = |field: &'static str| match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0)
-            .ok_or_else(|| f.error("sshPort", format!("{v} is not a port (1 to 65535)")))?,
+            .map(Some)
+            .ok_or_else(|| f.error(field, format!("{v} is not a port (1 to 65535)"))),
     };
+    let ssh_port = port("sshPort")?.unwrap_or(22);
+    let peer_port = port("peerPort")?;
     let ssh_user = f.string("sshUser")?.unwrap_or_else(|| "root".into());
     validate::ssh_user(&ssh_user).map_err(|p| f.error("sshUser", p))?;
     let system = f.string("system")?.unwrap_or_else(|| "x86_64-linux".into());
@@ -113,6 +116,7 @@ pub(super) fn check_node(
         name: name.to_string(),
         hostname,
         peer_address,
+        peer_port,
         ssh_user,
         ssh_port,
         role,

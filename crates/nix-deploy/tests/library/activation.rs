@@ -74,6 +74,7 @@ fn plan(node: &str, root: &str) -> NodePlan {
         profile_path: PROFILE.to_owned(),
         profile: StorePath::parse(root).unwrap(),
         peer_address: None,
+        peer_port: None,
     }
 }
 

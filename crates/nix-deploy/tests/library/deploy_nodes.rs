@@ -37,6 +37,7 @@ async fn three_nodes_in_parallel_and_one_down_fails_alone() {
             profile_path: PROFILE.to_owned(),
             profile: StorePath::parse(root).unwrap(),
             peer_address: None,
+            peer_port: None,
         })
         .collect();
     let opts = DeployOptions {

@@ -125,6 +125,7 @@ async fn installs_nix_offline_then_deploys_and_a_second_prepare_changes_nothing(
         profile_path: PROFILE.to_owned(),
         profile: StorePath::parse(&fx.root).unwrap(),
         peer_address: None,
+        peer_port: None,
     };
     let opts = DeployOptions {
         goal: Goal::Switch,

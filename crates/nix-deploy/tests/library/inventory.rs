@@ -431,18 +431,31 @@ async fn a_cluster_cache_lands_in_every_nodes_nix_conf_settings() {
 }
 
 #[tokio::test]
-async fn a_peer_address_is_read_and_checked_like_a_hostname() {
+async fn a_peer_address_and_port_are_read_and_checked() {
     let inv = load_edited(&[(
         "hostname = \"203.0.113.11\";",
-        "hostname = \"203.0.113.11\"; peerAddress = \"10.0.0.11\";",
+        "hostname = \"203.0.113.11\"; sshPort = 2222; peerAddress = \"10.0.0.11\"; peerPort = 22;",
     )])
     .await
     .expect("inventory");
+    let node = &inv.nodes["k8s-cluster-node-1"];
     assert_eq!(
-        inv.nodes["k8s-cluster-node-1"].peer_address.as_deref(),
-        Some("10.0.0.11")
+        (node.peer_address.as_deref(), node.ssh_port, node.peer_port),
+        (Some("10.0.0.11"), 2222, Some(22))
     );
-    assert_eq!(inv.nodes["k8s-cluster-main"].peer_address, None);
+    let main = &inv.nodes["k8s-cluster-main"];
+    assert_eq!((&main.peer_address, main.peer_port), (&None, None));
+    let err = load_edited(&[(
+        "hostname = \"203.0.113.11\";",
+        "hostname = \"203.0.113.11\"; peerPort = 70000;",
+    )])
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("node `k8s-cluster-node-1`: peerPort 70000 is not a port"),
+        "{err}"
+    );
     let err = load_edited(&[(
         "hostname = \"203.0.113.11\";",
         "hostname = \"203.0.113.11\"; peerAddress = \"-oProxyCommand=x\";",

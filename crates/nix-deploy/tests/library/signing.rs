@@ -202,6 +202,7 @@ async fn deploy_nodes_as_an_untrusted_user_switches_with_signing_and_fails_witho
             profile_path: profile.clone(),
             profile: StorePath::parse(&fx.root).unwrap(),
             peer_address: None,
+            peer_port: None,
         };
         let mut opts = DeployOptions {
             goal: Goal::Switch,

@@ -84,6 +84,7 @@ async fn library(cluster: &Cluster, runs: usize) -> Result<(), String> {
                 profile_path: "/nix/var/nix/profiles/latency".into(),
                 profile: StorePath::parse(root).expect("fixture root is a store path"),
                 peer_address: None,
+                peer_port: None,
             })
             .collect()
     };

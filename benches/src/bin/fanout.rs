@@ -7,7 +7,10 @@
 //! plus a small part of its own.
 //!
 //! Usage: `fanout [--runs N] [--nodes 3,5] [--links 100,20] [--shape S]
-//! [--modes fan-out,off,cache] [--salt S]`. Mode `cache` deploys through a
+//! [--modes fan-out,off,cache] [--salt S] [--rtt MS]`. `--rtt` adds that
+//! round trip between the deployer and every node (a delaying relay per
+//! node in the deployer's namespace; the nodes' `peerAddress` keeps their
+//! own network undelayed). Mode `cache` deploys through a
 //! binary cache (`cluster.cache`: nginx on the host's bridge address, on
 //! the nodes' side of the uplink; `deploy prepare` first, untimed).
 //!
@@ -21,6 +24,7 @@
 //! -p deploy-relay -p deploy-receive`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -35,6 +39,7 @@ struct Args {
     shape: String,
     modes: Vec<String>,
     salt: String,
+    rtt: Duration,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         shape: "wide".into(),
         modes: vec!["fan-out".into(), "off".into()],
         salt: "fanout".into(),
+        rtt: Duration::ZERO,
     };
     let list = |v: &str| -> Vec<String> { v.split(',').map(str::to_owned).collect() };
     let nums = |v: &str| -> Result<Vec<u64>, String> {
@@ -73,6 +79,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--shape" => a.shape = value.clone(),
             "--modes" => a.modes = list(value),
             "--salt" => a.salt = value.clone(),
+            "--rtt" => {
+                a.rtt = Duration::from_millis(value.parse().map_err(|e| format!("--rtt: {e}"))?)
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -94,14 +103,13 @@ fn bench(a: &Args) -> Result<(), String> {
     let receiver = test_support::receiver_package();
     let relay = test_support::relay_package();
     println!(
-        "closure {} ({}): {} paths, NAR {:.0} MiB",
+        "closure {} ({}): {} paths, NAR {:.0} MiB; round trip to the nodes +{} ms",
         closure.root,
         a.shape,
         closure.paths.len(),
-        mib(closure.nar_bytes)
+        mib(closure.nar_bytes),
+        a.rtt.as_millis()
     );
-    let max = a.nodes.iter().copied().max().unwrap_or(1);
-    let flake = user_flake(&closure, max, None)?;
     let mut summary = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for &mbit in &a.links {
@@ -112,7 +120,7 @@ fn bench(a: &Args) -> Result<(), String> {
                 cases.extend(a.modes.iter().map(|m| (n, m.clone())));
             }
             for (n, mode) in cases {
-                let s = deploy(&flake, n, mbit, &mode, &receiver, &relay, &closure)?;
+                let s = deploy(n, mbit, &mode, a.rtt, &receiver, &relay, &closure)?;
                 println!(
                     "{mbit} Mbit/s run {} {n} node(s) {mode:<8} {:>8.2}s  uplink {:>7.1} MiB  CPU {:>6.1}s (deployer {:.1}s; {:.0} % of {cores} cores)",
                     run + 1,
@@ -162,27 +170,31 @@ fn bench(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// A flake of the user's (through `lib.mkDeploy`) with nodes `node1` …
-/// `nodeN`, each with the closure plus a file of its own as its profile,
-/// and the binary cache `cache` if given.
+/// A flake of the user's (through `lib.mkDeploy`) with a node `nodeI` for
+/// each of `peers` (its `peerAddress`, if given), each with the closure
+/// plus a file of its own as its profile, and the binary cache `cache` if
+/// given.
 fn user_flake(
     closure: &Closure,
-    nodes: usize,
+    peers: &[Option<String>],
     cache: Option<&str>,
 ) -> Result<tempfile::TempDir, String> {
     let this = copy_flake();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut packages = String::new();
     let mut inventory = String::new();
-    for i in 1..=nodes {
+    for (i, peer) in (1..).zip(peers) {
         let role = if i == 1 { "server" } else { "agent" };
         packages += &format!(
             "        node{i} = derivation {{ name = \"bench-node{i}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
              closure = builtins.storePath \"{}\"; args = [ \"-c\" \"echo node{i} $closure > $out\" ]; }};\n",
             closure.root
         );
+        let peer = peer
+            .as_ref()
+            .map_or(String::new(), |a| format!(" peerAddress = \"{a}\"; peerPort = 22;"));
         inventory += &format!(
-            "        nodes.node{i} = {{ hostname = \"192.0.2.{i}\"; role = \"{role}\"; }};\n"
+            "        nodes.node{i} = {{ hostname = \"192.0.2.{i}\"; role = \"{role}\";{peer} }};\n"
         );
     }
     if let Some(url) = cache {
@@ -202,12 +214,12 @@ fn user_flake(
 }
 
 /// A cold `deploy all --goal switch` of `nodes` fresh nodes behind a
-/// `mbit` uplink, checked.
+/// `mbit` uplink with `rtt` more round trip, checked.
 fn deploy(
-    flake: &tempfile::TempDir,
     nodes: usize,
     mbit: u32,
     mode: &str,
+    rtt: Duration,
     receiver: &str,
     relay: &str,
     closure: &Closure,
@@ -220,26 +232,39 @@ fn deploy(
     let netns = cluster
         .deployer_netns(Some(mbit))
         .map_err(|e| e.to_string())?;
+    // With a round trip, the deployer reaches the nodes through relays and
+    // they reach each other at their own addresses.
+    let (ssh_config, peers) = match rtt.is_zero() {
+        true => (cluster.ssh_config().to_owned(), vec![None; nodes]),
+        false => (
+            cluster.delay_deployer(rtt).map_err(|e| e.to_string())?,
+            cluster
+                .nodes()
+                .iter()
+                .map(|n| Some(n.ip().to_string()))
+                .collect(),
+        ),
+    };
     // Mode `cache`: a cache on the nodes' side, its own flake, and the
     // nodes prepared to read it (untimed).
     let cache_root = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let cached = match mode {
+    let server = match mode {
         "cache" => {
             let host = cluster.nodes()[0].host_ip();
-            let server = CacheServer::nginx(host, cache_root.path()).map_err(|e| e.to_string())?;
-            let flake = user_flake(closure, nodes, Some(&server.url()))?;
-            let mut prepare = Command::new(deploy_binary()?);
-            prepare.arg("prepare");
-            user_args(&mut prepare, &flake, &cluster, nodes);
-            measure(&mut prepare)?;
-            Some((server, flake))
+            Some(CacheServer::nginx(host, cache_root.path()).map_err(|e| e.to_string())?)
         }
         _ => None,
     };
-    let flake = cached.as_ref().map_or(flake, |(_, f)| f);
+    let flake = user_flake(closure, &peers, server.as_ref().map(|s| s.url()).as_deref())?;
+    if server.is_some() {
+        let mut prepare = Command::new(deploy_binary()?);
+        prepare.arg("prepare");
+        user_args(&mut prepare, &flake, cluster.ssh_config(), nodes);
+        measure(&mut prepare)?;
+    }
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &netns]).arg(deploy_binary()?);
-    user_args(&mut c, flake, &cluster, nodes);
+    user_args(&mut c, &flake, &ssh_config, nodes);
     c.args(["--goal", "switch", "--json"])
         .args(["--receiver", receiver, "--relay", relay]);
     if mode == "off" {
@@ -289,7 +314,7 @@ fn deploy(
 }
 
 /// The flake, SSH and target arguments of a deploy of `node1` … `nodeN`.
-fn user_args(c: &mut Command, flake: &tempfile::TempDir, cluster: &Cluster, nodes: usize) {
+fn user_args(c: &mut Command, flake: &tempfile::TempDir, ssh_config: &Path, nodes: usize) {
     c.arg("--flake")
         .arg(flake_ref(flake.path()))
         .args(nix_args(&fixture_nixpkgs()))
@@ -297,7 +322,7 @@ fn user_args(c: &mut Command, flake: &tempfile::TempDir, cluster: &Cluster, node
         .arg(flake_ref(&flake.path().join("nix-deploy")))
         .args(["--option", "pure-eval", "false", "--no-agent"])
         .arg("--ssh-config")
-        .arg(cluster.ssh_config());
+        .arg(ssh_config);
     for i in 1..=nodes {
         c.arg("--target").arg(format!("node{i}=n{i}"));
     }

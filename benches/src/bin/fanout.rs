@@ -190,9 +190,9 @@ fn user_flake(
              closure = builtins.storePath \"{}\"; args = [ \"-c\" \"echo node{i} $closure > $out\" ]; }};\n",
             closure.root
         );
-        let peer = peer
-            .as_ref()
-            .map_or(String::new(), |a| format!(" peerAddress = \"{a}\"; peerPort = 22;"));
+        let peer = peer.as_ref().map_or(String::new(), |a| {
+            format!(" peerAddress = \"{a}\"; peerPort = 22;")
+        });
         inventory += &format!(
             "        nodes.node{i} = {{ hostname = \"192.0.2.{i}\"; role = \"{role}\";{peer} }};\n"
         );
@@ -270,15 +270,27 @@ fn deploy(
     if mode == "off" {
         c.args(["--fan-out", "off"]);
     }
-    let cpu_before: Duration = cluster.nodes().iter().filter_map(|n| n.cpu_time()).sum();
+    let cpu_of = |c: &Cluster| -> Vec<Duration> {
+        c.nodes()
+            .iter()
+            .map(|n| n.cpu_time().unwrap_or_default())
+            .collect()
+    };
+    let cpu_before = cpu_of(&cluster);
     let before = cluster.deployer_sent_bytes().map_err(|e| e.to_string())?;
     let m = measure(&mut c)?;
-    let cpu_nodes = cluster
-        .nodes()
+    let per_node: Vec<Duration> = cpu_of(&cluster)
+        .into_iter()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before))
+        .collect();
+    let cpu_nodes: Duration = per_node.iter().sum();
+    let shown: Vec<String> = per_node
         .iter()
-        .filter_map(|n| n.cpu_time())
-        .sum::<Duration>()
-        .saturating_sub(cpu_before); // The deploy's events, for a look at what it chose.
+        .map(|d| format!("{:.1}", d.as_secs_f64()))
+        .collect();
+    println!("  CPU s of each node (node1 first): {}", shown.join(" "));
+    // The deploy's events, for a look at what it chose.
     let log = std::env::temp_dir().join(format!("fanout-{nodes}-{mode}-{mbit}.json"));
     let timed: String = m
         .stdout

@@ -115,6 +115,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         signing_key,
         compression: args.transfer.compression(),
         receiver,
+        batch_bytes: None,
     };
     let result = node
         .copy_closure(&mut local, &roots, &options, Some(tx), &cancel)

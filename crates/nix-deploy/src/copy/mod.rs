@@ -101,6 +101,11 @@ pub struct CopyOptions {
     /// The node-side zstd receiver (the `nix-deploy-receive` package in the
     /// local store); `None`: compressed copies use zlib.
     pub receiver: Option<Receiver>,
+    /// Most NAR bytes per batch (one import on the node, whose paths turn
+    /// valid together); `None`: a quarter of each connection's share, at
+    /// least 8 MiB. Smaller batches let whoever follows the node's store
+    /// (fan-out's relays) start sooner, for a round trip more per batch.
+    pub batch_bytes: Option<u64>,
 }
 
 /// What a copy did.
@@ -402,6 +407,7 @@ impl<C: Connector + 'static> NodeStore<C> {
             events,
             node: &self.node,
             cancel,
+            batch_bytes: options.batch_bytes,
         }
     }
 }

@@ -91,11 +91,13 @@ pub(super) struct UploadSettings<'a> {
     pub events: Events,
     pub node: &'a str,
     pub cancel: &'a CancellationToken,
+    pub batch_bytes: Option<u64>,
 }
 
 impl<C: Connector + 'static> Upload<C> {
     /// Uploads `missing` over `jobs` connections of `route`, in batches
-    /// of about a quarter of each connection's share (at least 8 MiB).
+    /// of about a quarter of each connection's share (at least 8 MiB)
+    /// unless the settings say otherwise.
     pub(super) async fn run(
         route: Route<C>,
         missing: Vec<PathInfo>,
@@ -112,7 +114,9 @@ impl<C: Connector + 'static> Upload<C> {
             schedule: Arc::new(Mutex::new(Schedule::new(missing))),
             wake: Arc::new(Notify::new()),
             limits: BatchLimits {
-                bytes: (bytes / (jobs as u64 * 4)).max(8 << 20),
+                bytes: settings
+                    .batch_bytes
+                    .unwrap_or((bytes / (jobs as u64 * 4)).max(8 << 20)),
                 paths: 4096,
             },
             dont_check_sigs: settings.dont_check_sigs,

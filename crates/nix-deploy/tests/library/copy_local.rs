@@ -144,6 +144,56 @@ async fn one_connection_or_many_give_the_same_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_bytes_bounds_what_turns_valid_at_once() {
+    // Six chains of 4 paths of about 256 KiB under one root, one
+    // connection: by default one batch (the 8 MiB floor holds them all);
+    // with 1 MiB, several batches of a few paths (a batch closes once it
+    // reaches the limit, except the last: what is left is one chain).
+    let chains: Vec<_> = (0..6)
+        .map(|i| fixture_closure(4, &format!("engine-batches-{i}"), 256))
+        .collect();
+    let roots: Vec<&str> = chains.iter().map(|c| c.root.as_str()).collect();
+    let fx = test_support::fixture_profile("engine-batches", &roots);
+    let peer = &peers()[0];
+    for (limit, one_batch) in [(None, true), (Some(1 << 20), false)] {
+        let store = TempStore::new();
+        let mut node = node_store(peer, &store).await;
+        let opts = CopyOptions {
+            jobs: Some(1),
+            batch_bytes: limit,
+            ..CopyOptions::default()
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let r = node
+            .copy_closure(
+                &mut local().await,
+                &[sp(&fx.root)],
+                &opts,
+                Some(tx),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.sent_paths, fx.closure.len());
+        let mut batches = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let CopyEvent::PathsDone { paths } = e {
+                batches.push(paths.len());
+            }
+        }
+        assert_eq!(batches.iter().sum::<usize>(), fx.closure.len());
+        match one_batch {
+            true => assert_eq!(batches.len(), 1, "{batches:?}"),
+            false => assert!(
+                batches.len() >= 5 && batches[..batches.len() - 1].iter().all(|n| *n <= 5),
+                "{batches:?}"
+            ),
+        }
+        store.verify(peer);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_missing_locally_is_a_clear_error_and_cancel_stops() {
     let peer = &peers()[0];
     let store = TempStore::new();

@@ -115,7 +115,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CopyCmdError> {
         signing_key,
         compression: args.transfer.compression(),
         receiver,
-        batch_bytes: None,
+        ..CopyOptions::default()
     };
     let result = node
         .copy_closure(&mut local, &roots, &options, Some(tx), &cancel)

@@ -106,6 +106,10 @@ pub struct CopyOptions {
     /// least 8 MiB. Smaller batches let whoever follows the node's store
     /// (fan-out's relays) start sooner, for a round trip more per batch.
     pub batch_bytes: Option<u64>,
+    /// Paths to upload before the others, as far as their references
+    /// allow: a program the node is to run while the rest arrives (fan-out
+    /// sends its relay so, in the same copy as the closure).
+    pub send_first: Vec<StorePath>,
 }
 
 /// What a copy did.
@@ -298,6 +302,8 @@ impl<C: Connector + 'static> NodeStore<C> {
             )
             .await?;
             report.receiver_paths = route.receiver_paths;
+            // A stable sort: the schedule takes ready paths in this order.
+            missing.sort_by_key(|i| !options.send_first.contains(&i.path));
             Upload::run(
                 route.route.clone(),
                 missing,

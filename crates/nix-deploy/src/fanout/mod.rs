@@ -379,7 +379,7 @@ impl Seat {
             .and_then(|t| Some((t, t.position(&self.name)?)));
         let result = match position {
             None => {
-                self.direct(store, std::slice::from_ref(own_root), &mut ctx)
+                self.direct(store, std::slice::from_ref(own_root), &mut ctx, None)
                     .await
             }
             Some((tree, 0)) => {
@@ -429,37 +429,64 @@ impl Seat {
 
     /// A plain copy from the deployer, published for the node's children
     /// batch by batch: batches of [`FOLLOWED_BATCH_BYTES`] at most, so
-    /// that the children start (and end) a small batch behind it.
+    /// that the children start (and end) a small batch behind it. Given
+    /// `relay` (one of `roots`), it goes first and is started as soon as
+    /// it is valid (or at the end, if it came otherwise).
     async fn direct<L>(
         &self,
         store: &mut NodeStore<SshConnector>,
         roots: &[StorePath],
         ctx: &mut SeatCopy<'_, L>,
+        relay: Option<&Relay>,
     ) -> Result<CopyReport, CopyError>
     where
         L: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = ctx.session;
+        let events = ctx.events.clone();
         let forward = async {
+            let mut pending = relay;
             while let Some(event) = rx.recv().await {
                 if let CopyEvent::PathsDone { paths } = &event {
                     self.publish(|f| f.done.extend(paths.iter().cloned()));
+                    if let Some(r) = pending.filter(|r| paths.contains(r.package())) {
+                        pending = None;
+                        self.start_relay(session, r).await;
+                    }
                 }
-                let _ = ctx.events.send(event);
+                let _ = events.send(event);
             }
+            pending
         };
         let never = CancellationToken::new();
-        let options = CopyOptions {
+        let mut options = CopyOptions {
             batch_bytes: ctx.options.batch_bytes.or(Some(FOLLOWED_BATCH_BYTES)),
             ..ctx.options.clone()
         };
+        options
+            .send_first
+            .extend(relay.map(|r| r.package().clone()));
         let copy = store.copy_closure(ctx.local, roots, &options, Some(tx), &never);
-        let (report, ()) = tokio::join!(copy, forward);
+        let (report, pending) = tokio::join!(copy, forward);
+        if let (Ok(_), Some(r)) = (&report, pending) {
+            // Already there, or substituted: not among the uploaded paths.
+            self.start_relay(session, r).await;
+        }
         report
     }
 
+    /// Tells the node's children its relay is ready, if it runs.
+    async fn start_relay(&self, session: &SshSession, relay: &Relay) {
+        if relay_runs(session, relay).await {
+            self.publish(|f| f.relay_ready = true);
+        }
+    }
+
     /// The seed (a tree has two nodes at least, so it always feeds): the
-    /// relay first, then everything.
+    /// relay and everything in one copy, the relay sent first and started
+    /// as soon as it is in (one copy's set-up, not two: link probe,
+    /// compression, queries, each a few round trips).
     async fn seed<L>(
         &self,
         store: &mut NodeStore<SshConnector>,
@@ -470,20 +497,21 @@ impl Seat {
         L: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let relay = self.fanout.options.relay.clone();
-        let first = self
-            .direct(store, std::slice::from_ref(relay.package()), ctx)
-            .await?;
-        if relay_runs(ctx.session, &relay).await {
-            self.publish(|f| f.relay_ready = true);
+        let package = relay.package().clone();
+        // There from an earlier deploy: started now, not after the copy.
+        let valid = store
+            .client()
+            .query_valid_paths(std::slice::from_ref(&package), false)
+            .await
+            .is_ok_and(|v| v.contains(&package));
+        if valid {
+            self.start_relay(ctx.session, &relay).await;
         }
-        let report = self.direct(store, roots, ctx).await?;
-        Ok(CopyReport {
-            sent_paths: report.sent_paths + first.sent_paths,
-            sent_bytes: report.sent_bytes + first.sent_bytes,
-            receiver_paths: report.receiver_paths + first.receiver_paths,
-            elapsed: report.elapsed + first.elapsed,
-            ..report
-        })
+        let all: Vec<StorePath> = std::iter::once(package)
+            .chain(roots.iter().cloned())
+            .collect();
+        self.direct(store, &all, ctx, (!valid).then_some(&relay))
+            .await
     }
 
     /// A node fed by its parent's relay as the parent receives, or directly
@@ -533,7 +561,7 @@ impl Seat {
             Err(e) => e,
         };
         (ctx.source)(Source::Direct { reason });
-        let report = self.direct(store, &place.roots, ctx).await?;
+        let report = self.direct(store, &place.roots, ctx, None).await?;
         Ok(CopyReport {
             sent_paths: report.sent_paths + sent.0,
             sent_bytes: report.sent_bytes + sent.1,

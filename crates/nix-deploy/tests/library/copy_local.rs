@@ -143,54 +143,101 @@ async fn one_connection_or_many_give_the_same_store() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_bytes_bounds_what_turns_valid_at_once() {
-    // Six chains of 4 paths of about 256 KiB under one root, one
-    // connection: by default one batch (the 8 MiB floor holds them all);
-    // with 1 MiB, several batches of a few paths (a batch closes once it
-    // reaches the limit, except the last: what is left is one chain).
+/// Six chains of 4 paths of about 256 KiB under one root; the chains'
+/// first paths.
+fn six_chains() -> (test_support::Fixture, Vec<StorePath>) {
     let chains: Vec<_> = (0..6)
         .map(|i| fixture_closure(4, &format!("engine-batches-{i}"), 256))
         .collect();
     let roots: Vec<&str> = chains.iter().map(|c| c.root.as_str()).collect();
-    let fx = test_support::fixture_profile("engine-batches", &roots);
+    let heads = (0..6)
+        .map(|i| {
+            let name = format!("-fixture-engine-batches-{i}-0");
+            let head = chains[i].closure.iter().find(|p| p.ends_with(&name));
+            sp(head.expect("a chain's first path"))
+        })
+        .collect();
+    (
+        test_support::fixture_profile("engine-batches", &roots),
+        heads,
+    )
+}
+
+/// The batches (`PathsDone`) of a copy of `fx` over one connection into a
+/// fresh store, which then verifies.
+async fn batches(fx: &test_support::Fixture, opts: CopyOptions) -> Vec<Vec<StorePath>> {
     let peer = &peers()[0];
-    for (limit, one_batch) in [(None, true), (Some(1 << 20), false)] {
-        let store = TempStore::new();
-        let mut node = node_store(peer, &store).await;
-        let opts = CopyOptions {
-            jobs: Some(1),
-            batch_bytes: limit,
-            ..CopyOptions::default()
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let r = node
-            .copy_closure(
-                &mut local().await,
-                &[sp(&fx.root)],
-                &opts,
-                Some(tx),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.sent_paths, fx.closure.len());
-        let mut batches = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            if let CopyEvent::PathsDone { paths } = e {
-                batches.push(paths.len());
-            }
+    let store = TempStore::new();
+    let mut node = node_store(peer, &store).await;
+    let opts = CopyOptions {
+        jobs: Some(1),
+        ..opts
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let r = node
+        .copy_closure(
+            &mut local().await,
+            &[sp(&fx.root)],
+            &opts,
+            Some(tx),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.sent_paths, fx.closure.len());
+    store.verify(peer);
+    let mut batches = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let CopyEvent::PathsDone { paths } = e {
+            batches.push(paths);
         }
-        assert_eq!(batches.iter().sum::<usize>(), fx.closure.len());
-        match one_batch {
-            true => assert_eq!(batches.len(), 1, "{batches:?}"),
-            false => assert!(
-                batches.len() >= 5 && batches[..batches.len() - 1].iter().all(|n| *n <= 5),
-                "{batches:?}"
-            ),
-        }
-        store.verify(peer);
     }
+    assert_eq!(
+        batches.iter().map(Vec::len).sum::<usize>(),
+        fx.closure.len()
+    );
+    batches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_bytes_bounds_what_turns_valid_at_once() {
+    // By default one batch (the 8 MiB floor holds them all); with 1 MiB,
+    // several batches of a few paths (a batch closes once it reaches the
+    // limit, except the last: what is left is one chain).
+    let (fx, _) = six_chains();
+    let default = batches(&fx, CopyOptions::default()).await;
+    assert_eq!(default.len(), 1, "{default:?}");
+    let small = CopyOptions {
+        batch_bytes: Some(1 << 20),
+        ..CopyOptions::default()
+    };
+    let sizes: Vec<usize> = batches(&fx, small).await.iter().map(Vec::len).collect();
+    assert!(
+        sizes.len() >= 5 && sizes[..sizes.len() - 1].iter().all(|n| *n <= 5),
+        "{sizes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_first_puts_a_path_in_the_first_batch() {
+    // In batches of 1 MiB the first batch takes 4 of the 6 ready chain
+    // heads; one left out goes first when asked.
+    let (fx, heads) = six_chains();
+    let small = || CopyOptions {
+        batch_bytes: Some(1 << 20),
+        ..CopyOptions::default()
+    };
+    let first = batches(&fx, small()).await.remove(0);
+    let later = heads
+        .iter()
+        .find(|h| !first.contains(h))
+        .expect("a head left out");
+    let asked = CopyOptions {
+        send_first: vec![later.clone()],
+        ..small()
+    };
+    let first = batches(&fx, asked).await.remove(0);
+    assert!(first.contains(later), "{later} not in {first:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

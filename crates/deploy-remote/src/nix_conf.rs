@@ -53,8 +53,17 @@ pub enum Change {
 /// `edit`: the block is appended if missing; lines outside it are kept
 /// byte for byte.
 fn edit_block(config: &str, edit: impl FnOnce(&mut Vec<String>)) -> Result<String, String> {
+    let (head, mut inner, tail) = split_block(config)?;
+    edit(&mut inner);
+    Ok(format!("{head}{}{tail}", inner.concat()))
+}
+
+/// `config` as the text up to our block's first line, the block's lines
+/// (each ending in a newline) and the text from its last line; a missing
+/// block is an empty one at the end.
+fn split_block(config: &str) -> Result<(String, Vec<String>, String), String> {
     let lines: Vec<&str> = config.split_inclusive('\n').collect();
-    let (head, mut inner, tail) = match lines.iter().position(|l| l.trim_end() == BEGIN) {
+    Ok(match lines.iter().position(|l| l.trim_end() == BEGIN) {
         None => {
             let sep = if config.is_empty() || config.ends_with('\n') {
                 ""
@@ -81,9 +90,7 @@ fn edit_block(config: &str, edit: impl FnOnce(&mut Vec<String>)) -> Result<Strin
                 .collect();
             (lines[..=begin].concat(), inner, lines[end..].concat())
         }
-    };
-    edit(&mut inner);
-    Ok(format!("{head}{}{tail}", inner.concat()))
+    })
 }
 
 /// The value of `line` if it sets `name` (`name = value`).
@@ -141,11 +148,12 @@ const FROM_INVENTORY: &str = "# from the inventory:";
 /// left alone unless the inventory names them. The same text comes back
 /// if nothing changes.
 pub fn with_inventory_settings(config: &str, settings: &[(&str, &str)]) -> Result<String, String> {
-    let previous: Vec<String> = edit_block_lines(config)
-        .into_iter()
-        .find_map(|l| l.strip_prefix(FROM_INVENTORY).map(str::to_owned))
-        .map(|names| names.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default();
+    // A block we can't read names nothing here; editing it fails below.
+    let block = split_block(config).map_or(Vec::new(), |(_, inner, _)| inner);
+    let previous: Vec<&str> = block
+        .iter()
+        .find_map(|l| l.strip_prefix(FROM_INVENTORY))
+        .map_or(Vec::new(), |names| names.split_whitespace().collect());
     if previous.is_empty() && settings.is_empty() {
         return Ok(config.to_owned());
     }
@@ -160,27 +168,12 @@ pub fn with_inventory_settings(config: &str, settings: &[(&str, &str)]) -> Resul
             !l.starts_with(FROM_INVENTORY)
                 && !previous
                     .iter()
-                    .any(|gone| !names.contains(&gone.as_str()) && value_of(l, gone).is_some())
+                    .any(|gone| !names.contains(gone) && value_of(l, gone).is_some())
         });
         if !names.is_empty() {
             lines.insert(0, format!("{FROM_INVENTORY} {}\n", names.join(" ")));
         }
     })
-}
-
-/// The lines inside our block of `config` (none if it has no block).
-fn edit_block_lines(config: &str) -> Vec<&str> {
-    let mut inside = false;
-    let mut found = Vec::new();
-    for line in config.lines() {
-        match line.trim_end() {
-            BEGIN => inside = true,
-            END => inside = false,
-            _ if inside => found.push(line),
-            _ => {}
-        }
-    }
-    found
 }
 
 /// Rewrites the node's nix.conf as `change` says, if that changes it,

@@ -358,53 +358,50 @@ async fn upload(
         waiting.insert(path, file);
         // In rounds: a narinfo goes up once its references' are up.
         loop {
-            let ready: Vec<StorePath> = waiting
-                .keys()
-                .filter(|p| {
-                    infos[*p]
+            let (round, rest): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut waiting)
+                .into_iter()
+                .partition(|(p, _)| {
+                    infos[p]
                         .references
                         .iter()
-                        .all(|r| r == *p || !missing.contains(r) || listed.contains(r))
-                })
-                .cloned()
-                .collect();
-            if ready.is_empty() {
+                        .all(|r| r == p || !missing.contains(r) || listed.contains(r))
+                });
+            waiting = rest;
+            if round.is_empty() {
                 break;
             }
-            let round: Vec<(StorePath, NarFile)> = ready
-                .into_iter()
-                .filter_map(|p| waiting.remove_entry(&p))
-                .collect();
-            upload_narinfos(cache, infos, &round, &opts.signing_key).await?;
-            let paths: Vec<StorePath> = round.into_iter().map(|(p, _)| p).collect();
-            listed.extend(paths.iter().cloned());
-            send(CacheEvent::Available { paths });
+            listed.extend(publish_narinfos(cache, infos, round, &opts.signing_key, send).await?);
         }
     }
     // Only a reference cycle (which stores don't make) leaves some waiting.
     if !waiting.is_empty() {
-        let round: Vec<(StorePath, NarFile)> = std::mem::take(&mut waiting).into_iter().collect();
-        upload_narinfos(cache, infos, &round, &opts.signing_key).await?;
-        let paths = round.into_iter().map(|(p, _)| p).collect();
-        send(CacheEvent::Available { paths });
+        publish_narinfos(cache, infos, waiting, &opts.signing_key, send).await?;
     }
     Ok(file_bytes)
 }
 
-/// Uploads the narinfos of one round.
-async fn upload_narinfos(
+/// Uploads the narinfos of one round and tells `send` these paths are
+/// available; returns them.
+async fn publish_narinfos(
     cache: &BinaryCache,
     infos: &BTreeMap<StorePath, PathInfo>,
-    round: &[(StorePath, NarFile)],
+    round: BTreeMap<StorePath, NarFile>,
     key: &SecretKey,
-) -> Result<(), CacheError> {
-    futures_util::stream::iter(round.iter().cloned())
+    send: &(impl Fn(CacheEvent) + Sync),
+) -> Result<Vec<StorePath>, CacheError> {
+    let paths: Vec<StorePath> = round.keys().cloned().collect();
+    // Owned items: a borrowing closure here makes the deploy's future not Send.
+    futures_util::stream::iter(round)
         .map(move |(path, file)| async move {
             upload_narinfo(cache, &infos[&path], &file, key).await
         })
         .buffer_unordered(QUERIES_AT_ONCE)
-        .try_collect()
-        .await
+        .try_collect::<()>()
+        .await?;
+    send(CacheEvent::Available {
+        paths: paths.clone(),
+    });
+    Ok(paths)
 }
 
 /// `missing` in layers: each path after every missing path it refers to.

@@ -145,7 +145,7 @@ impl Cluster {
         let config: String = cluster
             .nodes
             .iter()
-            .map(|n| cluster.host_block(n))
+            .map(|n| cluster.host_block(n, &n.ip().to_string(), n.ssh_port()))
             .collect();
         fs::write(&cluster.ssh_config, config)
             .map_err(io(format!("writing {}", cluster.ssh_config.display())))?;
@@ -202,7 +202,12 @@ impl Cluster {
     /// still reach each other at [`Node::ip`], so a deploy through it
     /// needs each node's `peerAddress`. Made once per cluster.
     pub fn delay_deployer(&self, rtt: std::time::Duration) -> Result<PathBuf> {
-        let netns = self.deployer_netns_name()?;
+        let netns = self
+            .with_deployer(|link| link.netns.clone())
+            .ok_or_else(|| ClusterError::Node {
+                node: "deployer".to_owned(),
+                detail: "make its namespace first (Cluster::deployer_netns)".to_owned(),
+            })?;
         let mut delays = self
             .deployer_delays
             .lock()
@@ -222,14 +227,8 @@ impl Cluster {
                 SocketAddr::from((node.ip(), node.ssh_port())),
                 rtt,
             )?);
-            config += &self.host_block(node).replacen(
-                &format!("HostName {}\n  Port {}", node.ip(), node.ssh_port()),
-                &format!("HostName 127.0.0.1\n  Port {port}"),
-                1,
-            );
-            let line = node.known_hosts_line();
-            let key = line.split_once(' ').map_or(line.as_str(), |(_, key)| key);
-            known += &format!("[127.0.0.1]:{port} {key}\n");
+            config += &self.host_block(node, "127.0.0.1", port);
+            known += &format!("[127.0.0.1]:{port} {}\n", node.host_public_key());
         }
         let mut hosts = fs::read_to_string(&self.known_hosts)
             .map_err(io(format!("reading {}", self.known_hosts.display())))?;
@@ -241,26 +240,17 @@ impl Cluster {
         Ok(path)
     }
 
-    /// The deployer's namespace, which must have been made.
-    fn deployer_netns_name(&self) -> Result<String> {
+    /// `f` of the deployer's link, if its namespace was made.
+    fn with_deployer<T>(&self, f: impl FnOnce(&net::Link) -> T) -> Option<T> {
         let deployer = self.deployer.lock().unwrap_or_else(|e| e.into_inner());
-        deployer
-            .as_ref()
-            .map(|link| link.netns.clone())
-            .ok_or_else(|| ClusterError::Node {
-                node: "deployer".to_owned(),
-                detail: "make its namespace first (Cluster::deployer_netns)".to_owned(),
-            })
+        deployer.as_ref().map(f)
     }
 
     /// Bytes the deployer's namespace sent so far ([`Cluster::deployer_netns`]).
     pub fn deployer_sent_bytes(&self) -> Result<u64> {
-        let deployer = self.deployer.lock().unwrap_or_else(|e| e.into_inner());
-        match deployer.as_ref() {
-            // What its veth's host end received.
-            Some(link) => net::counter(&link.host_if, "rx_bytes"),
-            None => Ok(0),
-        }
+        // What its veth's host end received.
+        self.with_deployer(|link| net::counter(&link.host_if, "rx_bytes"))
+            .unwrap_or(Ok(0))
     }
 
     /// The nodes, in the order of the spec.
@@ -342,15 +332,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// The `Host` block of `node` in [`Cluster::ssh_config`].
-    fn host_block(&self, node: &Node) -> String {
+    /// The `Host` block of `node` in [`Cluster::ssh_config`], reaching it
+    /// at `host`, `port`.
+    fn host_block(&self, node: &Node, host: &str, port: u16) -> String {
         format!(
             "Host {}\n  HostName {}\n  Port {}\n  User root\n  IdentityFile {}\n  \
              IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  \
              BatchMode yes\n",
             node.name(),
-            node.ip(),
-            node.ssh_port(),
+            host,
+            port,
             self.client_key.display(),
             self.known_hosts.display()
         )
